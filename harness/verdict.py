@@ -1,0 +1,58 @@
+"""Verdict: the harness's answer about one candidate, decided in the trusted parent."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Reason(str, Enum):
+    """Why a candidate was rejected. The value is the stable string in ``--json`` output."""
+
+    MISMATCH = "mismatch"                  # error over the budget vs the float64 reference
+    NONFINITE = "nonfinite"                # NaN/Inf where the reference is finite
+    SHAPE = "shape"
+    DTYPE = "dtype"
+    NOT_TENSOR = "not-tensor"              # output is not a plain torch.Tensor
+    PYTORCH_FALLBACK = "pytorch-fallback"  # PyTorch compute on the inputs, or a fallback path
+    NO_KERNEL = "no-kernel"                # no @triton.jit kernel defined or launched
+    FORBIDDEN = "forbidden"                # forbidden import or construct (os, ctypes, gc, patching)
+    INPUT_MUTATION = "input-mutation"
+    OUTPUT_REUSE = "output-reuse"          # returns the same storage across calls, or aliases an input
+    DEFERRED_WRITE = "deferred-write"      # output changes after the call returned
+    NONDETERMINISTIC = "nondeterministic"  # identical calls, different bytes
+    TIMEOUT = "timeout"
+    CRASH = "crash"                        # the worker died (segfault, os._exit, OOM kill)
+    IMPORT_ERROR = "import-error"          # does not parse, import, or define the entry point
+    COMPILE_ERROR = "compile-error"        # Triton compile or launch failed
+    RUNTIME_ERROR = "runtime-error"        # raised an exception while running
+
+
+@dataclass
+class Verdict:
+    """Verified or why not, with the evidence. Never built from what a worker says of itself."""
+
+    verified: bool
+    reason: str | None = None            # a Reason value when rejected
+    detail: str = ""                     # human-readable: worst error vs budget, counterexample
+    trials: int = 0                      # property-based examples evaluated
+    duration_s: float = 0.0
+    target: str = ""
+    counterexample: dict[str, Any] | None = None
+    worst_error_ratio: float | None = None   # max over elements of |err| / allowed (≤ 1 passes)
+    sandbox: str = ""                    # isolation mode actually used ("bwrap", "unshare", "weak: …")
+    device: str = ""                     # "cpu (triton interpreter)" or the CUDA device name
+    seed: int | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @classmethod
+    def reject(cls, reason: Reason, detail: str, **kw: Any) -> "Verdict":
+        return cls(verified=False, reason=reason.value, detail=detail, **kw)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)

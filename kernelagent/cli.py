@@ -1,0 +1,92 @@
+"""The ``kernelagent`` command line. Heavy imports happen inside commands so --help is instant.
+
+Exit codes everywhere: 0 ok, 1 the check/gate failed, 2 bad input, 3 environment problem.
+Machine-readable output (``--json``) goes to stdout; progress and logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import BadInput, KernelAgentError
+
+app = typer.Typer(
+    name="kernelagent",
+    help="Write, verify and tune Triton GPU kernels for a GPU SKU.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def err(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+@app.command()
+def verify(
+    target: str = typer.Argument(..., help="A registered op name (see `kernelagent ops`) or a KernelBench-format problem file."),
+    candidate: Path = typer.Argument(..., help="The candidate's source file (a Triton implementation)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    timeout: float = typer.Option(120.0, "--timeout", help="Wall-clock limit for the whole verification, seconds."),
+    examples: Optional[int] = typer.Option(None, "--examples", help="Property-based examples (trials) to run."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for input generation (default: a fresh secret seed)."),
+    config: Optional[str] = typer.Option(None, "--config", help="Launch config as JSON, passed to the candidate's entry point."),
+) -> None:
+    """Check a candidate kernel against a target in the sandbox. Exit 0 verified, 1 rejected."""
+    from .harness.verify import verify as run_verify
+
+    if not candidate.is_file():
+        raise BadInput(f"candidate file not found: {candidate}")
+    cfg = None
+    if config:
+        try:
+            cfg = json.loads(config)
+        except json.JSONDecodeError as e:
+            raise BadInput(f"--config is not valid JSON ({e}); example: --config '{{\"BLOCK_N\": 1024}}'")
+    verdict = run_verify(target, candidate.read_text(), examples=examples, seed=seed, timeout=timeout,
+                         config=cfg, candidate_name=candidate.name, progress=not json_out)
+    if json_out:
+        typer.echo(verdict.dumps())
+    else:
+        status = "VERIFIED" if verdict.verified else f"REJECTED ({verdict.reason})"
+        typer.echo(f"{status}: {verdict.target} — {verdict.trials} trials in {verdict.duration_s:.1f}s "
+                   f"[{verdict.device}; sandbox: {verdict.sandbox}]")
+        if verdict.detail:
+            typer.echo(verdict.detail)
+        for w in verdict.warnings:
+            err(f"warning: {w}")
+    raise typer.Exit(0 if verdict.verified else 1)
+
+
+@app.command("ops")
+def ops_list() -> None:
+    """List the registered ops."""
+    from .kernels import get_opspec, op_names
+
+    for name in op_names():
+        typer.echo(f"{name:16s} {get_opspec(name).doc}")
+
+
+# Other command groups register themselves here (one line each, in their own modules).
+# --- command registrations ---
+
+
+def main() -> None:
+    try:
+        app()
+    except KernelAgentError as e:
+        err(f"error: {e}")
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        err("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
