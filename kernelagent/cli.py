@@ -75,6 +75,8 @@ def ops_list() -> None:
 
 # Other command groups register themselves here (one line each, in their own modules).
 # --- command registrations ---
+from . import cli_generate as _cli_generate; _cli_generate.register(app)
+from . import cli_sku as _cli_sku; _cli_sku.register(app)
 
 
 def main() -> None:

@@ -1,9 +1,93 @@
-"""The kernel library: ``from kernelagent.kernels import softmax``.
+"""The kernel library: ``from kernelagent.kernels import softmax, rms_norm``.
 
-Importing this package loads torch and triton only; verification, tuning and the agent live
-elsewhere and are never imported from here.
+Each op is a plain function with its PyTorch reference's signature. On CUDA tensors it runs the
+op's verified Triton kernel with the best tuned config for the GPU and the input's shape bucket;
+on anything the kernel does not cover it runs the reference (see ``_dispatch``). Under
+``torch.compile`` (and when autograd needs a graph) the call goes through the custom op
+``torch.ops.kernelagent.<op>``, whose fake implementation lets the compiler trace it.
+
+CPU tensors run the reference unless ``KERNELAGENT_INTERPRET=1``, in which case the kernel runs
+through Triton's interpreter; importing this package with that set also sets
+``TRITON_INTERPRET=1`` (Triton reads it when a kernel is defined).
+
+Importing this package loads torch only; triton is imported with the first kernel call, and
+verification, tuning and the agent live elsewhere and are never imported from here.
+
+The name of each op is also the name of its folder (``kernels/softmax/``). The attribute is the
+function: ``import kernelagent.kernels.softmax.spec`` still works through ``sys.modules``, but
+``kernelagent.kernels.softmax`` is the callable.
 """
 
+import functools
+import inspect
+import sys
+import types
+
+import torch
+
+from . import _custom_ops, _dispatch
+from ._dispatch import KernelFallbackWarning
 from .registry import UnknownOpError, get_opspec, kernel_path, op_names
 
-__all__ = ["UnknownOpError", "get_opspec", "kernel_path", "op_names"]
+_dispatch.prepare_interpreter()
+
+_EXPORTS = ["KernelFallbackWarning", "UnknownOpError", "get_opspec", "kernel_path", "op_names"]
+__all__ = _EXPORTS + op_names()
+
+
+def _needs_grad(args: tuple, kwargs: dict) -> bool:
+    return any(isinstance(v, torch.Tensor) and v.requires_grad for v in (*args, *kwargs.values()))
+
+
+def _make_public(op: str):
+    spec = _dispatch.opspec(op)
+    reference = spec.reference
+    overload = _custom_ops.register(op)
+
+    def public(*args, **kwargs):
+        if torch.compiler.is_compiling():
+            # No custom op (unsupported signature): trace the reference rather than break.
+            return overload(*args, **kwargs) if overload is not None else reference(*args, **kwargs)
+        if overload is not None and torch.is_grad_enabled() and _needs_grad(args, kwargs):
+            return overload(*args, **kwargs)  # carries the reference's backward
+        return _dispatch.dispatch(op, args, kwargs)
+
+    public.__name__ = public.__qualname__ = op
+    public.__module__ = __name__
+    public.__signature__ = inspect.signature(reference)
+    public.__annotations__ = dict(getattr(reference, "__annotations__", {}))
+    public.__doc__ = (f"{spec.doc}\n\nThe tuned Triton kernel for this GPU where one covers the input, "
+                      f"else PyTorch's reference (same signature and result).")
+    public.spec = sys.modules[f"{__name__}.{op}.spec"]
+    return public
+
+
+@functools.lru_cache(maxsize=None)
+def _public(op: str):
+    return _make_public(op)
+
+
+class _KernelsModule(types.ModuleType):
+    """Keeps ``kernelagent.kernels.<op>`` the function when the import system loads the
+    ``<op>/`` subpackage and tries to bind the submodule to the same name."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and value.__name__ == f"{self.__name__}.{name}" \
+                and name in op_names():
+            return
+        super().__setattr__(name, value)
+
+
+def __getattr__(name):
+    if not name.startswith("_") and name in op_names():
+        fn = _public(name)
+        globals()[name] = fn
+        return fn
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+sys.modules[__name__].__class__ = _KernelsModule

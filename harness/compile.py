@@ -1,0 +1,677 @@
+"""Static targeting: compile a Triton kernel for a SKU's architecture on a machine without its GPU.
+
+``triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", cc, 32))``
+runs the whole pipeline (TTIR → TTGIR → LLVM → PTX → cubin through the bundled ``ptxas``) with no
+driver involved. Shared memory comes from the compiled metadata (``shared``, what Triton asks
+for at launch); registers and spills come from ``ptxas -v`` run on the PTX, because without a
+GPU the compiled object never loads and never learns ``n_regs``.
+
+Triton's interpreter (``TRITON_INTERPRET=1``, which the CPU test lane sets) turns ``@triton.jit``
+into an interpreted function that cannot be compiled. This module never sets or clears that
+variable in its own process: when it is on, compilation runs in a child process started without
+it (``python -m kernelagent.harness.compile``, JSON on stdin/stdout).
+
+What to compile for an op is captured from a real call (:func:`capture_launches`): the op's
+launcher runs on CPU tensors with ``KernelInterface.__getitem__`` replaced, so each
+``kernel[grid](...)`` records the JIT function, its bound arguments, the grid and the launch
+options instead of launching. The signature is then typed the way Triton's own launcher types it.
+
+Reports are cached on disk (``$KERNELAGENT_CACHE_DIR/compile``, default
+``~/.cache/kernelagent/compile``) keyed by the kernel source hash, function, signature,
+constexprs, alignment, options, target arch, Triton version and the env knobs that change codegen.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import importlib.util
+import inspect
+import io
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from kernelagent.errors import BadInput, EnvironmentProblem
+
+CACHE_VERSION = 1
+# Env vars that change what Triton generates; they are part of the cache key.
+_CODEGEN_ENV = ("TRITON_DEFAULT_FP_FUSION", "TRITON_F32_DEFAULT", "TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH")
+# Launch keywords that are compile options rather than kernel arguments.
+_RESERVED_SMEM_BYTES = 1024  # per block, reserved by the driver on sm_80 and newer
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("KERNELAGENT_CACHE_DIR")
+    return (Path(root).expanduser() if root else Path.home() / ".cache" / "kernelagent") / "compile"
+
+
+# ---------------------------------------------------------------------------------------------
+# What to compile
+
+
+@dataclass(frozen=True)
+class CompileRequest:
+    """One kernel specialisation for one target: everything that changes the compiled code."""
+
+    source_path: str
+    source_sha: str
+    fn_name: str
+    signature: Mapping[str, str]      # arg name -> Triton type ("*fp16", "i32", "constexpr")
+    constexprs: Mapping[str, Any]     # arg name -> value (JSON-encoded tl.dtype allowed)
+    arch: int                         # compute capability as Triton's int (90 for sm_90)
+    options: Mapping[str, Any] = field(default_factory=dict)  # num_warps, num_stages, ...
+    aligned: tuple[str, ...] = ()     # pointer/int args known to be 16-byte divisible
+
+    def cache_key(self, triton_version: str) -> str:
+        doc = {"v": CACHE_VERSION, "src": self.source_sha, "fn": self.fn_name, "sig": dict(self.signature),
+               "constexprs": {k: _encode(v) for k, v in self.constexprs.items()}, "arch": self.arch,
+               "options": dict(sorted(self.options.items())), "aligned": sorted(self.aligned),
+               "triton": triton_version, "env": {k: os.environ.get(k) for k in _CODEGEN_ENV}}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["constexprs"] = {k: _encode(v) for k, v in self.constexprs.items()}
+        d["aligned"] = list(self.aligned)
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "CompileRequest":
+        return cls(source_path=d["source_path"], source_sha=d["source_sha"], fn_name=d["fn_name"],
+                   signature=dict(d["signature"]), constexprs=dict(d["constexprs"]), arch=int(d["arch"]),
+                   options=dict(d.get("options", {})), aligned=tuple(d.get("aligned", ())))
+
+
+@dataclass(frozen=True)
+class CompileReport:
+    """What compiling one specialisation for one arch produced (or why it did not)."""
+
+    arch: str                      # "sm_90"
+    kernel: str
+    ok: bool
+    error: str | None = None
+    failure: str | None = None     # "compile" | "ptxas" | "worker" when not ok
+    shared_bytes: int = 0          # dynamic shared memory Triton requests per block
+    tmem_bytes: int = 0            # Blackwell tensor memory
+    registers: int | None = None   # per thread, from ptxas -v
+    spill_store_bytes: int = 0
+    spill_load_bytes: int = 0
+    stack_bytes: int = 0
+    num_warps: int = 4
+    num_stages: int = 3
+    num_ctas: int = 1
+    mma: str = "none"              # tensor-core instruction family in the PTX: none | mma.sync | wgmma | tcgen05
+    triton_version: str = ""
+    compile_s: float = 0.0
+    cached: bool = False
+
+    @property
+    def spill_bytes(self) -> int:
+        return self.spill_store_bytes + self.spill_load_bytes
+
+    @property
+    def threads(self) -> int:
+        return self.num_warps * 32
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["spill_bytes"] = self.spill_bytes
+        return d
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "CompileReport":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def _encode(v: Any) -> Any:
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    name = getattr(v, "name", None)
+    if type(v).__name__ == "dtype" and type(v).__module__.startswith("triton") and isinstance(name, str):
+        return {"tl_dtype": name}
+    raise BadInput(f"constexpr value {v!r} ({type(v).__name__}) cannot be compiled statically; "
+                   f"use ints, floats, bools, strings or tl dtypes")
+
+
+def _decode(v: Any) -> Any:
+    if isinstance(v, dict) and set(v) == {"tl_dtype"}:
+        import triton.language as tl
+
+        return getattr(tl, v["tl_dtype"]) if hasattr(tl, v["tl_dtype"]) else tl.dtype(v["tl_dtype"])
+    return v
+
+
+def parse_arch(arch: Any) -> int:
+    """A target as Triton's int capability: a Sku, "sm_90", "sm_90a", 90 or "90"."""
+    if hasattr(arch, "arch") and hasattr(arch, "compute_capability"):  # a Sku
+        if not getattr(arch, "static_compile", True) or not str(arch.arch).startswith("sm_"):
+            raise BadInput(f"SKU {arch.id} ({arch.arch}) has no static compile target here "
+                           f"(the AMD path is untested); use the model backend from its spec sheet alone")
+        return arch.cc
+    if isinstance(arch, int):
+        return arch
+    m = re.fullmatch(r"(?:sm_?)?(\d+)a?", str(arch).strip().lower())
+    if not m:
+        raise BadInput(f"unknown compile target {arch!r}; expected e.g. sm_80, sm_90, 100")
+    return int(m.group(1))
+
+
+def _source_file(source: str | Path, cache_dir: Path) -> tuple[Path, str]:
+    """(a file holding the source, its sha256). Source text is stored content-addressed, because
+    Triton reads a JIT function's source through ``inspect`` and needs a real file."""
+    if isinstance(source, Path) or ("\n" not in str(source) and str(source).endswith(".py")):
+        path = Path(source)
+        if not path.is_file():
+            raise BadInput(f"kernel source file not found: {path}")
+        text = path.read_text()
+        return path.resolve(), hashlib.sha256(text.encode()).hexdigest()
+    text = str(source)
+    sha = hashlib.sha256(text.encode()).hexdigest()
+    path = cache_dir / "src" / f"kernel_{sha[:24]}.py"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    return path, sha
+
+
+def _load_module(path: str | Path, sha: str, tag: str):
+    """Import a kernel file under a private name (one per source hash and interpreter mode)."""
+    name = f"_kernelagent_static_{tag}_{sha[:16]}"
+    mod = sys.modules.get(name)
+    if mod is not None:
+        return mod
+    spec = importlib.util.spec_from_file_location(name, str(path))
+    if spec is None or spec.loader is None:
+        raise BadInput(f"cannot import kernel source {path}")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    return mod
+
+
+def _interpreter_on() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+
+
+def _base_jit(obj: Any) -> Any:
+    """Unwrap Autotuner/Heuristics wrappers down to the JIT (or interpreted) function."""
+    seen = 0
+    while not hasattr(obj, "arg_names") and hasattr(obj, "fn") and seen < 8:
+        obj, seen = obj.fn, seen + 1
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Capturing launches from a real call
+
+
+@dataclass(frozen=True)
+class KernelLaunch:
+    """One ``kernel[grid](...)`` an op's launcher made, typed as Triton's launcher types it."""
+
+    fn_name: str
+    signature: Mapping[str, str]
+    constexprs: Mapping[str, Any]
+    aligned: tuple[str, ...]
+    options: Mapping[str, Any]     # num_warps, num_stages, ... as passed at launch
+    grid: tuple[int, int, int]
+
+    @property
+    def programs(self) -> int:
+        return self.grid[0] * self.grid[1] * self.grid[2]
+
+    @property
+    def num_warps(self) -> int:
+        return int(self.options.get("num_warps", 4))
+
+    def request(self, source_path: str, source_sha: str, arch: int) -> CompileRequest:
+        return CompileRequest(source_path=source_path, source_sha=source_sha, fn_name=self.fn_name,
+                              signature=dict(self.signature), constexprs=dict(self.constexprs), arch=arch,
+                              options=dict(self.options), aligned=tuple(self.aligned))
+
+
+def _is_constexpr_annotation(ann: Any) -> bool:
+    if isinstance(ann, str):
+        return "constexpr" in ann
+    return getattr(ann, "__name__", "") == "constexpr" and "triton" in getattr(ann, "__module__", "")
+
+
+def _names(spec: Iterable[Any] | None, params: Sequence[str]) -> set[str]:
+    out = set()
+    for x in spec or ():
+        out.add(params[x] if isinstance(x, int) and 0 <= x < len(params) else str(x))
+    return out
+
+
+_TORCH_TO_TRITON = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float64": "fp64", "int8": "i8",
+                    "int16": "i16", "int32": "i32", "int64": "i64", "uint8": "u8", "bool": "u1",
+                    "float8_e4m3fn": "fp8e4nv", "float8_e5m2": "fp8e5"}
+
+
+def _specialize(value: Any, specialize: bool, align: bool) -> tuple[str, str | None]:
+    """(type, "D" when 16-byte divisible) for a runtime argument — Triton's own rule when its
+    native helper is there (triton >= 3.5), else the same rule written out."""
+    try:
+        from triton._C.libtriton import native_specialize_impl
+        from triton.backends.compiler import BaseBackend
+
+        ty, desc = native_specialize_impl(BaseBackend, value, False, specialize, align)
+        return ty, desc if isinstance(desc, str) else None
+    except ImportError:
+        pass
+    if value is None:
+        return "constexpr", None
+    if isinstance(value, bool):
+        return "u1", None
+    if isinstance(value, int):
+        if specialize and value == 1:
+            return "constexpr", None
+        ty = "i32" if -2**31 <= value < 2**31 else "u64" if value >= 2**63 else "i64"
+        return ty, "D" if specialize and align and value % 16 == 0 else ""
+    if isinstance(value, float):
+        return "fp32", None
+    if hasattr(value, "data_ptr") and hasattr(value, "dtype"):
+        name = str(value.dtype).split(".")[-1]
+        if name not in _TORCH_TO_TRITON:
+            raise BadInput(f"tensor dtype {value.dtype} has no Triton pointer type here")
+        return "*" + _TORCH_TO_TRITON[name], "D" if align and value.data_ptr() % 16 == 0 else ""
+    raise BadInput(f"cannot type kernel argument {value!r} ({type(value).__name__}) for static compilation")
+
+
+def _describe_launch(kernel: Any, grid: Any, args: tuple, kwargs: dict) -> KernelLaunch:
+    base = _base_jit(kernel)
+    raw = getattr(base, "fn", None)
+    if raw is None or not callable(raw):
+        raise BadInput(f"cannot read the Python function behind {kernel!r}")
+    params = inspect.signature(raw).parameters
+    names = list(params)
+    bound: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    if len(args) > len(names):
+        raise BadInput(f"{raw.__name__} takes {len(names)} arguments, the launcher passed {len(args)}")
+    bound.update(zip(names, args))
+    for k, v in kwargs.items():
+        (bound if k in params else options)[k] = v
+    for n, p in params.items():
+        if n not in bound:
+            if p.default is inspect.Parameter.empty:
+                raise BadInput(f"{raw.__name__}: no value for {n!r} (an autotuned kernel needs its config "
+                               f"passed explicitly for static compilation)")
+            bound[n] = p.default
+    extra = getattr(base, "kwargs", {}) if isinstance(getattr(base, "kwargs", None), dict) else {}
+    dns = _names(getattr(base, "do_not_specialize", None) or extra.get("do_not_specialize"), names)
+    dns_align = _names(getattr(base, "do_not_specialize_on_alignment", None)
+                       or extra.get("do_not_specialize_on_alignment"), names)
+    signature: dict[str, str] = {}
+    constexprs: dict[str, Any] = {}
+    aligned: list[str] = []
+    for n in names:
+        v = bound[n]
+        if _is_constexpr_annotation(params[n].annotation):
+            signature[n] = "constexpr"
+            constexprs[n] = getattr(v, "value", v) if type(v).__name__ == "constexpr" else v
+            continue
+        ty, desc = _specialize(v, n not in dns, n not in dns_align)
+        signature[n] = ty
+        if ty == "constexpr":
+            constexprs[n] = v
+        elif desc and "D" in desc:
+            aligned.append(n)
+    if callable(grid):
+        grid = grid(dict(bound, **options))
+    g = tuple(int(x) for x in (grid if isinstance(grid, (tuple, list)) else (grid,)))
+    g = (g + (1, 1, 1))[:3]
+    options = {k: v for k, v in options.items() if isinstance(v, (bool, int, float, str)) or v is None}
+    options.setdefault("num_warps", 4)
+    return KernelLaunch(fn_name=raw.__name__, signature=signature, constexprs=constexprs, aligned=tuple(aligned),
+                        options=options, grid=g)
+
+
+@contextlib.contextmanager
+def _capturing(into: list):
+    from triton.runtime.jit import KernelInterface
+
+    original = KernelInterface.__getitem__
+
+    def record(self, grid):
+        def launch(*args, **kwargs):
+            into.append(_describe_launch(self, grid, args, kwargs))
+            return None
+        return launch
+
+    KernelInterface.__getitem__ = record
+    try:
+        yield
+    finally:
+        KernelInterface.__getitem__ = original
+
+
+def capture_launches(source: str | Path, entry: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                     config: Mapping[str, Any] | None = None, cache_dir: Path | None = None) -> list[KernelLaunch]:
+    """Run ``entry(*args, **kwargs, config=config)`` from the kernel source on CPU tensors, with
+    every ``kernel[grid](...)`` recorded instead of launched. Not thread-safe (it patches a
+    Triton class attribute for the duration of the call)."""
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    path, sha = _source_file(source, cache_dir)
+    mod = _load_module(path, sha, "interp" if _interpreter_on() else "jit")
+    fn = getattr(mod, entry, None)
+    if fn is None:
+        raise BadInput(f"{path} defines no entry function {entry!r}")
+    kw = dict(kwargs or {})
+    if config is not None:
+        kw["config"] = dict(config)
+    launches: list[KernelLaunch] = []
+    with _capturing(launches):
+        fn(*args, **kw)
+    if not launches:
+        raise BadInput(f"{entry}() launched no Triton kernel for this call (nothing to compile)")
+    return launches
+
+
+# ---------------------------------------------------------------------------------------------
+# Compiling (in this process or in a child without the interpreter)
+
+
+_PTXAS_REGS = re.compile(r"Used (\d+) registers")
+_PTXAS_SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
+
+
+def parse_ptxas_log(log: str) -> dict:
+    regs = _PTXAS_REGS.findall(log)
+    spill = _PTXAS_SPILL.findall(log)
+    out = {"registers": max(int(r) for r in regs) if regs else None, "stack_bytes": 0,
+           "spill_store_bytes": 0, "spill_load_bytes": 0}
+    if spill:
+        out["stack_bytes"] = max(int(s[0]) for s in spill)
+        out["spill_store_bytes"] = max(int(s[1]) for s in spill)
+        out["spill_load_bytes"] = max(int(s[2]) for s in spill)
+    return out
+
+
+def _ptxas_for(arch: int) -> str:
+    from triton.backends.nvidia import compiler as nv
+
+    try:
+        return nv.get_ptxas(arch).path
+    except TypeError:  # older Triton: get_ptxas() takes no arch
+        return nv.get_ptxas().path
+
+
+def _ptxas_resources(ptx: str, arch: int, opts: Any) -> dict:
+    """Registers and spills of the PTX under ptxas -v with the flags Triton itself uses."""
+    from triton.backends.nvidia import compiler as nv
+
+    cmd = [_ptxas_for(arch), "-v", f"--gpu-name={nv.sm_arch_from_capability(arch)}"]
+    if not getattr(opts, "enable_fp_fusion", True):
+        cmd.append("--fmad=false")
+    if getattr(opts, "ptx_options", None):
+        cmd += opts.ptx_options.split(" ")
+    try:  # Triton 3.9 adds this to dodge a ptxas 13.x bug; it changes allocation, so mirror it.
+        if "--regAllocOptLevel=2" in inspect.getsource(nv.CUDABackend.make_cubin):
+            cmd.append("--regAllocOptLevel=2")
+    except (OSError, TypeError):
+        pass
+    with tempfile.TemporaryDirectory(prefix="ka-ptxas-") as d:
+        src = Path(d) / "k.ptx"
+        src.write_text(ptx)
+        r = subprocess.run(cmd + [str(src), "-o", str(Path(d) / "k.cubin")], capture_output=True, text=True,
+                           timeout=600)
+    log = r.stdout + r.stderr
+    if r.returncode != 0:
+        raise RuntimeError(f"ptxas -v failed ({r.returncode}): {log[-2000:]}")
+    return parse_ptxas_log(log)
+
+
+def _mma_kind(ptx: str) -> str:
+    if "tcgen05.mma" in ptx:
+        return "tcgen05"
+    if "wgmma.mma_async" in ptx:
+        return "wgmma"
+    if re.search(r"\bmma\.sync\b", ptx):
+        return "mma.sync"
+    return "none"
+
+
+def _compile_one(req: CompileRequest) -> CompileReport:
+    """Compile in this process. The interpreter must be off here (see module docstring)."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    arch_name = f"sm_{req.arch}"
+    opts = {k: v for k, v in req.options.items() if k not in ("debug",)}
+    base = dict(arch=arch_name, kernel=req.fn_name, triton_version=triton.__version__,
+                num_warps=int(opts.get("num_warps", 4)), num_stages=int(opts.get("num_stages", 3)),
+                num_ctas=int(opts.get("num_ctas", 1)))
+    t0 = time.perf_counter()
+    try:
+        mod = _load_module(req.source_path, req.source_sha, "jit")
+        fn = _base_jit(getattr(mod, req.fn_name))
+        if not hasattr(fn, "params"):
+            raise RuntimeError(f"{req.fn_name} is not a JIT function here ({type(fn).__name__}); "
+                               f"is TRITON_INTERPRET set in this process?")
+        index = {n: i for i, n in enumerate(fn.arg_names)}
+        attrs = {(index[n],): [["tt.divisibility", 16]] for n in req.aligned if n in index}
+        src = ASTSource(fn=fn, signature=dict(req.signature),
+                        constexprs={k: _decode(v) for k, v in req.constexprs.items()}, attrs=attrs)
+        # Triton prints ptxas failures (with the whole PTX) to stdout; keep stdout for results.
+        with contextlib.redirect_stdout(io.StringIO()):
+            kernel = triton.compile(src, target=GPUTarget("cuda", req.arch, 32), options=opts)
+    except Exception as e:  # a compile error is a result (infeasible config), not a crash
+        kind = "ptxas" if "PTXAS" in type(e).__name__.upper() else "compile"
+        msg = f"{type(e).__name__}: {e}"
+        return CompileReport(ok=False, error=msg[-3000:], failure=kind,
+                             compile_s=time.perf_counter() - t0, **base)
+    md = kernel.metadata
+    ptx = kernel.asm.get("ptx", "")
+    try:
+        res = _ptxas_resources(ptx, req.arch, md)
+    except Exception as e:
+        return CompileReport(ok=False, error=f"{type(e).__name__}: {e}"[-3000:], failure="ptxas",
+                             shared_bytes=int(md.shared or 0), compile_s=time.perf_counter() - t0, **base)
+    base.update(num_warps=int(md.num_warps), num_stages=int(md.num_stages), num_ctas=int(getattr(md, "num_ctas", 1)))
+    return CompileReport(ok=True, shared_bytes=int(md.shared or 0), tmem_bytes=int(getattr(md, "tmem_size", 0) or 0),
+                         mma=_mma_kind(ptx), compile_s=time.perf_counter() - t0, **res, **base)
+
+
+def _run_worker(reqs: Sequence[CompileRequest], timeout: float) -> list[CompileReport]:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    payload = json.dumps([r.to_json() for r in reqs])
+    try:
+        r = subprocess.run([sys.executable, "-m", "kernelagent.harness.compile"], input=payload, env=env,
+                           capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        err = f"compile worker exceeded {timeout:.0f}s"
+        return [CompileReport(arch=f"sm_{q.arch}", kernel=q.fn_name, ok=False, error=err, failure="worker") for q in reqs]
+    if r.returncode != 0:
+        err = f"compile worker exited {r.returncode}: {r.stderr[-2000:]}"
+        return [CompileReport(arch=f"sm_{q.arch}", kernel=q.fn_name, ok=False, error=err, failure="worker") for q in reqs]
+    return [CompileReport.from_json(d) for d in json.loads(r.stdout)]
+
+
+def _triton_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("triton")
+    except Exception:
+        import triton
+
+        return triton.__version__
+
+
+def compile_requests(reqs: Sequence[CompileRequest], cache_dir: Path | None = None, use_cache: bool = True,
+                     isolate: bool | None = None, timeout: float = 600.0) -> list[CompileReport]:
+    """Compile many specialisations; cached ones are read back (``cached=True``). ``isolate``
+    forces (True) or forbids (False) the child process; by default it is used only when the
+    interpreter is on in this process."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    tv = _triton_version()
+    out: list[CompileReport | None] = [None] * len(reqs)
+    todo: list[int] = []
+    for i, q in enumerate(reqs):
+        hit = _cache_get(cache, q.cache_key(tv)) if use_cache else None
+        if hit is not None:
+            out[i] = dataclasses.replace(hit, cached=True)
+        else:
+            todo.append(i)
+    if todo:
+        if isolate is None:
+            isolate = _interpreter_on()
+        if isolate:
+            fresh = _run_worker([reqs[i] for i in todo], timeout)
+        else:
+            if _interpreter_on():
+                raise EnvironmentProblem("TRITON_INTERPRET is set in this process; compile with isolate=True")
+            fresh = [_compile_one(reqs[i]) for i in todo]
+        for i, rep in zip(todo, fresh):
+            out[i] = rep
+            if use_cache and (rep.ok or rep.failure in ("compile", "ptxas")):
+                _cache_put(cache, reqs[i].cache_key(tv), rep)
+    return [r for r in out if r is not None]
+
+
+def compile_kernel(source: str | Path, fn_name: str, signature: Mapping[str, str], constexprs: Mapping[str, Any],
+                   arch: Any, *, num_warps: int = 4, num_stages: int = 3, options: Mapping[str, Any] | None = None,
+                   aligned: Sequence[str] = (), cache_dir: Path | None = None, use_cache: bool = True,
+                   isolate: bool | None = None) -> CompileReport:
+    """Compile ``fn_name`` from a kernel file (a ``Path``) or source text for ``arch`` (a Sku,
+    "sm_90" or 90). ``signature`` maps every argument to a Triton type, with "constexpr" for the
+    ones given in ``constexprs``."""
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    path, sha = _source_file(source, cache)
+    opts = {"num_warps": num_warps, "num_stages": num_stages, **(options or {})}
+    req = CompileRequest(str(path), sha, fn_name, dict(signature), dict(constexprs), parse_arch(arch), opts,
+                         tuple(aligned))
+    return compile_requests([req], cache, use_cache, isolate)[0]
+
+
+def compile_launches(source: str | Path, launches: Sequence[KernelLaunch], arch: Any,
+                     cache_dir: Path | None = None, use_cache: bool = True,
+                     isolate: bool | None = None) -> list[CompileReport]:
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    path, sha = _source_file(source, cache)
+    cc = parse_arch(arch)
+    return compile_requests([ln.request(str(path), sha, cc) for ln in launches], cache, use_cache, isolate)
+
+
+def compile_op(op: str, call: Any, config: Mapping[str, Any] | None, arch: Any, cache_dir: Path | None = None,
+               use_cache: bool = True, isolate: bool | None = None) -> list[tuple[KernelLaunch, CompileReport]]:
+    """Capture the launches the library op ``op`` makes for ``call`` (an OpSpec ``Call``) under
+    ``config`` and compile each for ``arch``."""
+    from kernelagent.kernels import kernel_path
+
+    src = kernel_path(op)
+    launches = capture_launches(src, op, call.args, dict(call.kwargs), config, cache_dir)
+    reports = compile_launches(src, launches, arch, cache_dir, use_cache, isolate)
+    return list(zip(launches, reports))
+
+
+# ---------------------------------------------------------------------------------------------
+# Does it fit on the SKU
+
+
+@dataclass(frozen=True)
+class Feasibility:
+    """Whether a compiled kernel can launch on a SKU, and how many blocks fit per SM."""
+
+    feasible: bool
+    reasons: tuple[str, ...] = ()     # why not (empty when feasible)
+    warnings: tuple[str, ...] = ()    # feasible but costly (spills)
+    blocks_per_sm: int = 0
+    limited_by: str = ""              # registers | shared memory | threads | blocks
+    occupancy: float = 0.0            # resident warps / max resident warps
+
+
+def check_feasible(report: CompileReport, sku: Any) -> Feasibility:
+    """Shared memory against ``smem_per_block_bytes``, registers × threads against the SM's
+    register file, threads against the block limit; resident blocks per SM from all of them."""
+    if not report.ok:
+        return Feasibility(False, (f"compile failed ({report.failure}): {(report.error or '').splitlines()[0][:300]}",))
+    if report.arch != sku.arch:
+        return Feasibility(False, (f"compiled for {report.arch}, SKU {sku.id} is {sku.arch}",))
+    reasons, warnings = [], []
+    threads = report.num_warps * sku.warp_size
+    if threads > sku.max_threads_per_block:
+        reasons.append(f"{threads} threads per block exceed the limit of {sku.max_threads_per_block}")
+    if report.shared_bytes > sku.smem_per_block_bytes:
+        reasons.append(f"shared memory {report.shared_bytes} B per block exceeds {sku.id}'s "
+                       f"{sku.smem_per_block_bytes} B (smem_per_block_bytes)")
+    regs = report.registers or 0
+    # Registers are allocated per warp in units of 256.
+    regs_per_warp = math.ceil(regs * sku.warp_size / 256) * 256
+    regs_per_block = regs_per_warp * report.num_warps
+    if regs > sku.max_registers_per_thread:
+        reasons.append(f"{regs} registers per thread exceed {sku.max_registers_per_thread}")
+    if regs_per_block > sku.registers_per_sm:
+        reasons.append(f"{regs} registers × {threads} threads = {regs_per_block} exceed the SM's register file "
+                       f"({sku.registers_per_sm})")
+    if report.spill_bytes:
+        warnings.append(f"spills {report.spill_store_bytes} B stores / {report.spill_load_bytes} B loads per thread")
+    if reasons:
+        return Feasibility(False, tuple(reasons), tuple(warnings))
+    limits = {"blocks": sku.max_blocks_per_sm, "threads": sku.max_threads_per_sm // threads}
+    if regs_per_block:
+        limits["registers"] = sku.registers_per_sm // regs_per_block
+    smem = report.shared_bytes + _RESERVED_SMEM_BYTES
+    limits["shared memory"] = sku.smem_per_sm_bytes // smem
+    limited_by = min(limits, key=lambda k: limits[k])
+    bps = limits[limited_by]
+    if bps < 1:
+        return Feasibility(False, (f"no block fits on an SM ({limited_by})",), tuple(warnings))
+    occ = bps * report.num_warps / (sku.max_threads_per_sm // sku.warp_size)
+    return Feasibility(True, (), tuple(warnings), bps, limited_by, min(1.0, occ))
+
+
+# ---------------------------------------------------------------------------------------------
+# Disk cache
+
+
+def _cache_path(cache: Path, key: str) -> Path:
+    return cache / key[:2] / f"{key}.json"
+
+
+def _cache_get(cache: Path, key: str) -> CompileReport | None:
+    p = _cache_path(cache, key)
+    try:
+        return CompileReport.from_json(json.loads(p.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _cache_put(cache: Path, key: str, rep: CompileReport) -> None:
+    p = _cache_path(cache, key)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(dataclasses.replace(rep, cached=False).to_json()))
+    os.replace(tmp, p)
+
+
+def _worker_main() -> None:
+    """Child-process entry: a JSON list of CompileRequest on stdin, reports on stdout."""
+    reqs = [CompileRequest.from_json(d) for d in json.loads(sys.stdin.read())]
+    if _interpreter_on():
+        raise SystemExit("compile worker started with TRITON_INTERPRET set")
+    reports = [_compile_one(q).to_json() for q in reqs]
+    sys.stdout.write(json.dumps(reports))
+
+
+if __name__ == "__main__":
+    _worker_main()

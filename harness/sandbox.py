@@ -1,0 +1,265 @@
+"""One sandboxed worker process per candidate.
+
+Isolation, strongest available first:
+
+* ``namespaces``: ``unshare`` gives the worker its own network (no interfaces), PID (nothing
+  it starts outlives it), mount, IPC and UTS namespaces. Inside, every mount except /dev is
+  remounted read-only, a private tmpfs becomes HOME/TMPDIR/cwd and the Triton cache, and the
+  process drops to uid/gid 65534 with no capabilities and ``no_new_privs`` (``setpriv``), so it
+  cannot undo any of it. Needs root (or unprivileged user namespaces) and util-linux.
+* ``weak``: a plain child process with the scrubbed environment and resource limits only.
+  Used only when namespaces are unavailable, and always reported in the Verdict.
+
+Both modes: a scrubbed environment (an allowlist: no API keys or tokens), rlimits on CPU time,
+file size, open files, core dumps and (without a GPU) address space, a new session so the
+whole process group is SIGKILLed on timeout or when done, and a deadline on every reply.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .wire import WireError, pack_message, read_message
+
+# Environment variables a worker may inherit. Everything else, API keys first, is dropped.
+ENV_ALLOWLIST = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+                 "NVIDIA_DRIVER_CAPABILITIES", "LD_LIBRARY_PATH", "CUDA_HOME", "TRITON_PTXAS_PATH")
+
+_SETUP_SCRIPT = r"""
+set -e
+mount --make-rprivate /
+awk '{print $5}' /proc/self/mountinfo | while read -r mp; do
+  case "$mp" in /dev|/dev/*|/proc|/proc/*|/sys|/sys/*) continue;; esac
+  mount -o remount,bind,ro "$mp" 2>/dev/null || true
+done
+mount -t tmpfs -o size="$KA_TMPFS_SIZE",mode=1777 tmpfs "$KA_PRIVATE"
+for d in $KA_HIDE; do mount -t tmpfs -o size=1m,mode=0755 tmpfs "$d" 2>/dev/null || true; done
+mkdir -p "$KA_PRIVATE/triton" "$KA_PRIVATE/inductor"
+chmod 1777 "$KA_PRIVATE/triton" "$KA_PRIVATE/inductor"
+cd "$KA_PRIVATE"
+unset KA_TMPFS_SIZE KA_HIDE
+exec setpriv $KA_SETPRIV --no-new-privs --inh-caps=-all --bounding-set=-all "$@"
+"""
+
+
+@dataclass
+class Limits:
+    wall_s: float = 120.0           # whole-worker deadline
+    reply_s: float = 60.0           # per request
+    cpu_s: int = 600
+    memory_bytes: int | None = 16 << 30   # RLIMIT_AS; None on CUDA machines (the driver reserves huge ranges)
+    file_bytes: int = 256 << 20
+    open_files: int = 1024
+    tmpfs_size: str = "1g"
+
+
+class WorkerDied(Exception):
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason, self.detail = reason, detail
+
+
+def _world_traversable(path: Path) -> bool:
+    """Can uid 65534 reach ``path``? (every directory on the way must be o+x, the file o+r)."""
+    p = path.resolve()
+    for parent in [*reversed(p.parents)]:
+        try:
+            if not parent.stat().st_mode & 0o001:
+                return False
+        except OSError:
+            return False
+    try:
+        return bool(p.stat().st_mode & 0o004)
+    except OSError:
+        return False
+
+
+def isolation_mode() -> tuple[str, str]:
+    """('namespaces', how) or ('weak', why): what a worker started now will get."""
+    if os.environ.get("KERNELAGENT_SANDBOX") == "weak":
+        return "weak", "KERNELAGENT_SANDBOX=weak was set"
+    if sys.platform != "linux":
+        return "weak", f"no Linux namespaces on {sys.platform}"
+    missing = [t for t in ("unshare", "setpriv", "mount") if shutil.which(t) is None]
+    if missing:
+        return "weak", f"missing {', '.join(missing)} (install util-linux)"
+    if os.geteuid() != 0:
+        return "weak", "namespaces need root here (unprivileged user namespaces are not used)"
+    import torch
+
+    needed = [Path(sys.executable), Path(__file__), Path(torch.__file__)]
+    user = "uid 65534" if all(_world_traversable(p) for p in needed) else "uid 0 without capabilities"
+    return "namespaces", f"unshare net/pid/mount/ipc/uts, read-only root, private tmpfs, {user}"
+
+
+class SandboxedWorker:
+    """A running worker. Use as a context manager; every exit path kills the process group."""
+
+    def __init__(self, *, device: str = "cpu", limits: Limits | None = None):
+        self.limits = limits or Limits()
+        self.device = device
+        self.mode, self.mode_detail = isolation_mode()
+        self.proc: subprocess.Popen | None = None
+        self._stderr_file = tempfile.TemporaryFile()
+        self._deadline = time.monotonic() + self.limits.wall_s
+        self._private = tempfile.mkdtemp(prefix="kernelagent-sbx-")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self) -> dict:
+        env = {k: os.environ[k] for k in ENV_ALLOWLIST if k in os.environ}
+        env.update(HOME=self._private, TMPDIR=self._private, PYTHONDONTWRITEBYTECODE="1",
+                   TRITON_CACHE_DIR=os.path.join(self._private, "triton"),
+                   TORCHINDUCTOR_CACHE_DIR=os.path.join(self._private, "inductor"),
+                   OMP_NUM_THREADS=os.environ.get("KERNELAGENT_WORKER_THREADS", "1"))
+        if self.device == "cpu":
+            env["TRITON_INTERPRET"] = "1"
+        cmd = [sys.executable, "-I", "-m", "kernelagent.harness.worker"]
+        if self.mode == "namespaces":
+            import torch
+
+            drop = all(_world_traversable(Path(p)) for p in (sys.executable, __file__, torch.__file__))
+            hide = [h for h in {os.path.expanduser("~"), "/root"} if h and os.path.isdir(h)
+                    and not _contains_any(h, [sys.prefix, sys.executable, __file__, torch.__file__, self._private])]
+            env_setup = dict(env, KA_PRIVATE=self._private, KA_TMPFS_SIZE=self.limits.tmpfs_size,
+                             KA_HIDE=" ".join(hide),
+                             KA_SETPRIV="--reuid=65534 --regid=65534 --clear-groups" if drop else "")
+            cmd = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount", "--ipc", "--uts",
+                   "--mount-proc", "sh", "-c", _SETUP_SCRIPT, "kernelagent-sandbox", *cmd]
+            env = env_setup
+        self.proc = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr_file,
+            env=env, start_new_session=True, close_fds=True, preexec_fn=self._apply_rlimits,
+            cwd=self._private, bufsize=0,
+        )
+        os.set_blocking(self.proc.stdin.fileno(), False)
+        return self._read(self.limits.reply_s)
+
+    def _apply_rlimits(self) -> None:  # runs in the child before exec
+        lim = self.limits
+        resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_s, lim.cpu_s + 5))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_bytes, lim.file_bytes))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lim.open_files, lim.open_files))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if lim.memory_bytes and self.device == "cpu":
+            resource.setrlimit(resource.RLIMIT_AS, (lim.memory_bytes, lim.memory_bytes))
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a D-state child
+                pass
+            for f in (self.proc.stdin, self.proc.stdout):
+                try:
+                    f.close()
+                except Exception:
+                    pass
+        self._stderr_file.close()
+        shutil.rmtree(self._private, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- requests -------------------------------------------------------------------------------
+    def request(self, header: dict[str, Any], blobs: list[bytes] = (), *, timeout: float | None = None):
+        """Send a request and wait for the reply, within both the request and worker deadlines."""
+        assert self.proc is not None
+        timeout = timeout or self.limits.reply_s
+        deadline = min(time.monotonic() + timeout, self._deadline)
+        fd = self.proc.stdin.fileno()
+        for chunk in pack_message(header, list(blobs)):
+            view = memoryview(chunk)
+            while view:
+                self._wait(fd, "w", deadline, timeout)
+                try:
+                    view = view[os.write(fd, view):]
+                except BlockingIOError:
+                    continue
+                except (BrokenPipeError, OSError):
+                    raise self._died()
+        return self._read(timeout)
+
+    def _wait(self, fd: int, mode: str, deadline: float, timeout: float) -> None:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.close_quietly()
+                raise WorkerDied("timeout", f"no reply within {timeout:.0f}s (worker killed)")
+            sets = ([fd], [], []) if mode == "r" else ([], [fd], [])
+            if any(select.select(*sets, min(remaining, 0.5))):
+                return
+            if self.proc.poll() is not None and mode == "w":
+                raise self._died()
+
+    def _read(self, timeout: float):
+        deadline = min(time.monotonic() + timeout, self._deadline)
+        worker = self
+
+        class _DeadlineReader:
+            def read(self, n: int) -> bytes:
+                fd = worker.proc.stdout.fileno()
+                worker._wait(fd, "r", deadline, timeout)
+                return os.read(fd, min(n, 1 << 24))
+
+        try:
+            return read_message(_DeadlineReader(), max_bytes=1 << 34)
+        except EOFError:
+            raise self._died()
+        except WireError as e:
+            self.close_quietly()
+            raise WorkerDied("crash", f"protocol violation from the worker: {e}")
+
+    def close_quietly(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def stderr_tail(self, n: int = 2000) -> str:
+        try:
+            self._stderr_file.seek(0, os.SEEK_END)
+            size = self._stderr_file.tell()
+            self._stderr_file.seek(max(0, size - n))
+            return self._stderr_file.read().decode(errors="replace")
+        except (ValueError, OSError):
+            return ""
+
+    def _died(self) -> WorkerDied:
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.close_quietly()
+            code = self.proc.wait(timeout=5)
+        tail = self.stderr_tail()
+        if code is not None and code < 0:
+            what = f"killed by signal {signal.Signals(-code).name}"
+        elif code == 137 or "MemoryError" in tail or "Cannot allocate memory" in tail:
+            what = f"exited with status {code} (out of memory?)"
+        else:
+            what = f"exited with status {code} before replying"
+        return WorkerDied("crash", f"worker {what}" + (f"; stderr tail:\n{tail}" if tail.strip() else ""))
+
+
+def _contains_any(directory: str, paths: list[str]) -> bool:
+    d = os.path.realpath(directory) + os.sep
+    return any(os.path.realpath(p).startswith(d) for p in paths)
