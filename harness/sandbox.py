@@ -61,6 +61,7 @@ class Limits:
     memory_bytes: int | None = 16 << 30   # RLIMIT_AS; None on CUDA machines (the driver reserves huge ranges)
     file_bytes: int = 256 << 20
     open_files: int = 1024
+    processes: int = 1024           # RLIMIT_NPROC for uid 65534 (threads count too)
     tmpfs_size: str = "1g"
 
 
@@ -114,6 +115,8 @@ class SandboxedWorker:
         self._stderr_file = tempfile.TemporaryFile()
         self._deadline = time.monotonic() + self.limits.wall_s
         self._private = tempfile.mkdtemp(prefix="kernelagent-sbx-")
+        self._drop_to_nobody = False
+        self._pidns: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> dict:
@@ -129,6 +132,7 @@ class SandboxedWorker:
             import torch
 
             drop = all(_world_traversable(Path(p)) for p in (sys.executable, __file__, torch.__file__))
+            self._drop_to_nobody = drop
             hide = [h for h in {os.path.expanduser("~"), "/root"} if h and os.path.isdir(h)
                     and not _contains_any(h, [sys.prefix, sys.executable, __file__, torch.__file__, self._private])]
             env_setup = dict(env, KA_PRIVATE=self._private, KA_TMPFS_SIZE=self.limits.tmpfs_size,
@@ -143,10 +147,46 @@ class SandboxedWorker:
             cwd=self._private, bufsize=0,
         )
         os.set_blocking(self.proc.stdin.fileno(), False)
-        return self._read(self.limits.reply_s)
+        ready = self._read(self.limits.reply_s)
+        self._pidns = self._worker_pid_namespace() if self.mode == "namespaces" else None
+        return ready
+
+    def _worker_pid_namespace(self) -> str | None:
+        """The PID namespace of unshare's child, so close() can wait until it is empty."""
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+            return os.readlink(f"/proc/{children[0]}/ns/pid") if children else None
+        except OSError:
+            return None
+
+    def _reap_namespace(self, wait_s: float = 5.0) -> None:
+        """SIGKILL anything left in the worker's PID namespace and wait until it is gone."""
+        if not self._pidns:
+            return
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            left = []
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        if os.readlink(f"/proc/{entry}/ns/pid") == self._pidns:
+                            left.append(int(entry))
+                    except OSError:
+                        pass
+            if not left:
+                return
+            for pid in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            time.sleep(0.02)
 
     def _apply_rlimits(self) -> None:  # runs in the child before exec
         lim = self.limits
+        if self._drop_to_nobody:
+            # Counted per uid: only safe for the dedicated uid 65534 (root is exempt until setpriv).
+            resource.setrlimit(resource.RLIMIT_NPROC, (lim.processes, lim.processes))
         resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_s, lim.cpu_s + 5))
         resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_bytes, lim.file_bytes))
         resource.setrlimit(resource.RLIMIT_NOFILE, (lim.open_files, lim.open_files))
@@ -165,6 +205,7 @@ class SandboxedWorker:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:  # pragma: no cover - a D-state child
                 pass
+            self._reap_namespace()
             for f in (self.proc.stdin, self.proc.stdout):
                 try:
                     f.close()

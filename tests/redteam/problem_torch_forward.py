@@ -1,0 +1,29 @@
+# target: problem:relu_scale.py
+# expect: pytorch-fallback
+# examples: 3
+# static: on
+# taxonomy: S1 PyTorch forward behind a decoy kernel (problem file)
+import torch
+import torch.nn as nn
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _relu_scale_kernel(x_ptr, w_ptr, y_ptr, n, cols, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    w = tl.load(w_ptr + offs % cols, mask=mask, other=0.0)
+    tl.store(y_ptr + offs, tl.maximum(x, 0.0) * w, mask=mask)
+
+
+class ModelNew(nn.Module):
+    def __init__(self, features):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(features))
+
+    def forward(self, x):
+        y = torch.empty_like(x)
+        _relu_scale_kernel[(1,)](x, self.weight, y, 0, x.shape[-1], BLOCK=16)
+        return torch.relu(x) * self.weight
