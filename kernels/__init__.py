@@ -10,8 +10,9 @@ CPU tensors run the reference unless ``KERNELAGENT_INTERPRET=1``, in which case 
 through Triton's interpreter; importing this package with that set also sets
 ``TRITON_INTERPRET=1`` (Triton reads it when a kernel is defined).
 
-Importing this package loads torch only; triton is imported with the first kernel call, and
-verification, tuning and the agent live elsewhere and are never imported from here.
+Importing this package loads torch only; triton comes with the first kernel call (or with an
+op whose spec.py reuses its kernel module's helpers). Verification, tuning and the agent live
+elsewhere and are never imported from here: no hypothesis, optuna, langgraph or openai.
 
 The name of each op is also the name of its folder (``kernels/softmax/``). The attribute is the
 function: ``import kernelagent.kernels.softmax.spec`` still works through ``sys.modules``, but

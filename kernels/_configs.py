@@ -1,0 +1,437 @@
+"""Tuned configs as data: the file format, its validation, and the runtime lookup.
+
+Files
+-----
+``kernels/<op>/configs/<sku>.json`` (shipped), and ``$KERNELAGENT_LIBRARY/<op>/configs/<sku>.json``
+(a user's override folder, consulted first). ``<sku>`` is a SKU id (``kernelagent/skus/<sku>.json``).
+Only the trusted parent writes them (``kernelagent.library.record_entry``). Schema 1::
+
+    {
+      "schema": 1,
+      "op": "softmax",                       # must equal the folder's op
+      "sku": "h100-sxm",                     # must equal the file name's stem
+      "family": "hopper",                    # optional; else taken from the SKU data file
+      "compute_capability": [9, 0],          # optional; else taken from the SKU data file
+      "entries": [
+        {
+          "dtype": "bf16",                   # fp32 | fp16 | bf16 | fp64
+          "bucket": {"cols": 4096},          # the op's shape_key, bucketed (see below)
+          "config": {"BLOCK_N": 4096, "num_warps": 8},   # launch parameters for kernel.py
+          "kernel_sha256": "<64 hex>",       # sha256 of the kernel.py bytes it was tuned for
+          "evidence": {
+            "latency_us": 12.5,              # > 0; median of the timed runs
+            "energy_uj": 830.0 | null,       # null where no energy counter was read
+            "backend": "gpu" | "replay" | "model",
+            "measured": true | false,        # false = predicted (the model backend)
+            "trials": 64,                    # tuner trials behind this choice, >= 0
+            "speedup_vs_default": 1.31 | null    # default-config latency / this latency
+          },
+          "provenance": {
+            "triton": "3.6.0", "torch": "2.11.0", "cuda": "12.8" | null,
+            "device": "NVIDIA H100 80GB HBM3",
+            "date": "2026-11-26T07:30:00+00:00",  # ISO-8601
+            "method": "optuna-tpe"           # how the config was chosen
+          }
+        }
+      ]
+    }
+
+``evidence`` and ``provenance`` may carry more keys (clocks, driver, spread); the ones above are
+required. ``backend: "model"`` implies ``measured: false``; ``backend: "gpu"`` implies
+``measured: true``. Two entries with the same dtype and bucket in one file are an error.
+
+Buckets
+-------
+``bucket_of(shape_key)``: every integer value is rounded up to a power of two (0 stays 0; 1000
+becomes 1024); any other value (a bool such as ``causal``, a string, a float) is kept as is and
+must match exactly.
+
+Lookup
+------
+``resolve(op, dtype, shape_key, identity)`` walks the tiers exact SKU → same family (other SKUs
+whose ``family`` equals the device's) → same compute capability → the op's default heuristic
+(``OPSPEC.default_config``). Within a tier the override folder comes before the package, and
+within a folder the entry with the same dtype and the nearest bucket wins: same non-integer
+values, smallest sum over integer keys of ``|log2 a - log2 b|`` (0 for the same bucket), ties by
+SKU id. Measured entries are searched through every tier first; predicted ones
+(``measured: false``) are used only when no tier has a measured entry for the dtype. Entries
+whose ``kernel_sha256`` differs from the current ``kernel.py`` are stale: skipped, with one
+warning per file. A missing file is not an error (the next tier answers); a malformed file raises
+``ConfigFileError`` naming the file and what is wrong. Files and answers are cached for the
+life of the process; ``clear_caches()`` forgets them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import threading
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import _device
+from .registry import KERNELS_DIR, get_opspec, kernel_path
+
+SCHEMA_VERSION = 1
+LIBRARY_ENV = "KERNELAGENT_LIBRARY"
+CONFIG_DTYPES = ("fp32", "fp16", "bf16", "fp64")
+BACKENDS = ("gpu", "replay", "model")
+TIERS = ("sku", "family", "compute_capability", "default")
+_SKU_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_FILE_KEYS = {"schema", "op", "sku", "family", "compute_capability", "entries"}
+_ENTRY_KEYS = {"dtype", "bucket", "config", "kernel_sha256", "evidence", "provenance"}
+
+
+class ConfigFileError(ValueError):
+    """A config file or entry that breaks the schema; the message names the file and the field."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Buckets
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def bucket_value(v: Any) -> Any:
+    """An integer rounded up to a power of two (0 and negatives unchanged); anything else as is."""
+    if _is_int(v):
+        return v if v <= 1 else 1 << (v - 1).bit_length()
+    return v
+
+
+def bucket_of(shape_key: Mapping[str, Any]) -> dict:
+    """The bucket a shape key falls in: ``{"cols": 1000}`` → ``{"cols": 1024}``."""
+    return {str(k): bucket_value(v) for k, v in shape_key.items()}
+
+
+def bucket_distance(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
+    """log2 distance between two buckets, or None when they cannot stand in for each other."""
+    if set(a) != set(b):
+        return None
+    total = 0.0
+    for k, va in a.items():
+        vb = b[k]
+        if _is_int(va) and _is_int(vb):
+            total += abs(math.log2(max(va, 1)) - math.log2(max(vb, 1)))
+        elif va != vb or type(va) is not type(vb):
+            return None
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+
+def _fail(where: str, msg: str) -> None:
+    raise ConfigFileError(f"{where}: {msg}")
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _check_scalar_map(m: Any, where: str, name: str, allow_none: bool) -> None:
+    if not isinstance(m, dict):
+        _fail(where, f"{name!r} must be an object, got {type(m).__name__}")
+    for k, v in m.items():
+        ok = isinstance(v, (bool, int, float, str)) or (allow_none and v is None)
+        if not ok:
+            _fail(where, f"{name}.{k} must be a number, bool or string, got {type(v).__name__}")
+
+
+def validate_entry(entry: Any, where: str = "entry") -> None:
+    """Raise ``ConfigFileError`` unless ``entry`` follows schema 1 (see the module docstring)."""
+    if not isinstance(entry, dict):
+        _fail(where, f"an entry must be an object, got {type(entry).__name__}")
+    missing = _ENTRY_KEYS - set(entry)
+    if missing:
+        _fail(where, f"missing field(s) {sorted(missing)}")
+    extra = set(entry) - _ENTRY_KEYS
+    if extra:
+        _fail(where, f"unknown field(s) {sorted(extra)}")
+    if entry["dtype"] not in CONFIG_DTYPES:
+        _fail(where, f"dtype must be one of {CONFIG_DTYPES}, got {entry['dtype']!r}")
+    _check_scalar_map(entry["bucket"], where, "bucket", allow_none=True)
+    if not entry["bucket"]:
+        _fail(where, "bucket must not be empty")
+    if bucket_of(entry["bucket"]) != entry["bucket"]:
+        _fail(where, f"bucket {entry['bucket']} is not bucketed: integer values must be powers of two "
+                     f"(expected {bucket_of(entry['bucket'])})")
+    _check_scalar_map(entry["config"], where, "config", allow_none=False)
+    sha = entry["kernel_sha256"]
+    if not isinstance(sha, str) or not _SHA256.match(sha):
+        _fail(where, "kernel_sha256 must be 64 lowercase hex digits")
+
+    ev = entry["evidence"]
+    if not isinstance(ev, dict):
+        _fail(where, "evidence must be an object")
+    for key in ("latency_us", "energy_uj", "backend", "measured", "trials", "speedup_vs_default"):
+        if key not in ev:
+            _fail(where, f"evidence.{key} is missing")
+    if not _is_number(ev["latency_us"]) or ev["latency_us"] <= 0:
+        _fail(where, f"evidence.latency_us must be a positive number, got {ev['latency_us']!r}")
+    for key in ("energy_uj", "speedup_vs_default"):
+        if ev[key] is not None and (not _is_number(ev[key]) or ev[key] < 0):
+            _fail(where, f"evidence.{key} must be a non-negative number or null, got {ev[key]!r}")
+    if ev["backend"] not in BACKENDS:
+        _fail(where, f"evidence.backend must be one of {BACKENDS}, got {ev['backend']!r}")
+    if not isinstance(ev["measured"], bool):
+        _fail(where, f"evidence.measured must be true or false, got {ev['measured']!r}")
+    if ev["backend"] == "model" and ev["measured"]:
+        _fail(where, "evidence.backend 'model' is a prediction: measured must be false")
+    if ev["backend"] == "gpu" and not ev["measured"]:
+        _fail(where, "evidence.backend 'gpu' is a measurement: measured must be true")
+    if not _is_int(ev["trials"]) or ev["trials"] < 0:
+        _fail(where, f"evidence.trials must be a non-negative integer, got {ev['trials']!r}")
+
+    pv = entry["provenance"]
+    if not isinstance(pv, dict):
+        _fail(where, "provenance must be an object")
+    for key in ("triton", "torch", "device", "date", "method"):
+        if not isinstance(pv.get(key), str) or not pv[key]:
+            _fail(where, f"provenance.{key} must be a non-empty string")
+    if "cuda" not in pv or not (pv["cuda"] is None or isinstance(pv["cuda"], str)):
+        _fail(where, "provenance.cuda must be a string or null")
+    try:
+        datetime.fromisoformat(pv["date"])
+    except ValueError:
+        _fail(where, f"provenance.date must be ISO-8601, got {pv['date']!r}")
+
+
+def validate_file(data: Any, where: str, op: str | None = None, sku: str | None = None) -> None:
+    """Raise ``ConfigFileError`` unless ``data`` is a schema-1 config file for ``op`` and ``sku``."""
+    if not isinstance(data, dict):
+        _fail(where, "expected a JSON object at the top level")
+    if data.get("schema") != SCHEMA_VERSION:
+        _fail(where, f"schema must be {SCHEMA_VERSION}, got {data.get('schema')!r}")
+    extra = set(data) - _FILE_KEYS
+    if extra:
+        _fail(where, f"unknown top-level field(s) {sorted(extra)}")
+    if not isinstance(data.get("op"), str) or (op is not None and data["op"] != op):
+        _fail(where, f"op must be {op!r}, got {data.get('op')!r}")
+    if not isinstance(data.get("sku"), str) or not _SKU_ID.match(data["sku"]) \
+            or (sku is not None and data["sku"] != sku):
+        _fail(where, f"sku must be {sku!r} (the file name), got {data.get('sku')!r}")
+    if "family" in data and not isinstance(data["family"], str):
+        _fail(where, "family must be a string")
+    if "compute_capability" in data:
+        cc = data["compute_capability"]
+        if not (isinstance(cc, list) and len(cc) == 2 and all(_is_int(v) for v in cc)):
+            _fail(where, f"compute_capability must be [major, minor], got {cc!r}")
+    if not isinstance(data.get("entries"), list):
+        _fail(where, "entries must be a list")
+    seen = set()
+    for i, entry in enumerate(data["entries"]):
+        validate_entry(entry, f"{where}: entries[{i}]")
+        slot = entry_slot(entry)
+        if slot in seen:
+            _fail(where, f"entries[{i}] repeats dtype {entry['dtype']} bucket {entry['bucket']}")
+        seen.add(slot)
+
+
+def entry_slot(entry: Mapping[str, Any]) -> tuple:
+    """The (dtype, bucket) an entry answers for; one entry per slot in a file."""
+    return entry["dtype"], json.dumps(entry["bucket"], sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+_lock = threading.Lock()
+_file_cache: dict[Path, tuple[tuple[int, int], dict]] = {}
+_sha_cache: dict[str, str] = {}
+_resolve_cache: dict[tuple, "Resolution"] = {}
+_warned: set = set()
+
+
+def kernel_sha256(op: str) -> str:
+    """sha256 of the op's shipped ``kernel.py`` bytes: the identity configs are tuned against."""
+    with _lock:
+        if op in _sha_cache:
+            return _sha_cache[op]
+    digest = hashlib.sha256(kernel_path(op).read_bytes()).hexdigest()
+    with _lock:
+        _sha_cache[op] = digest
+    return digest
+
+
+def config_dirs(op: str) -> list[Path]:
+    """Folders searched for ``<sku>.json``: the override folder first, then the package's."""
+    dirs = []
+    override = os.environ.get(LIBRARY_ENV)
+    if override:
+        dirs.append(Path(override) / op / "configs")
+    dirs.append(KERNELS_DIR / op / "configs")
+    return dirs
+
+
+def load_file(path: Path, op: str | None = None) -> dict | None:
+    """The validated contents of a config file, or None if it does not exist. Cached by mtime."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    stamp = (st.st_mtime_ns, st.st_size)
+    with _lock:
+        hit = _file_cache.get(path)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigFileError(f"{path}: not valid JSON: {e}") from None
+    validate_file(data, str(path), op=op, sku=path.stem)
+    with _lock:
+        _file_cache[path] = (stamp, data)
+    return data
+
+
+def _warn_once(key: Any, message: str) -> None:
+    with _lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lookup
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The config a call will use and where it came from."""
+
+    config: dict
+    tier: str  # one of TIERS
+    source: str  # the config file, or "OPSPEC.default_config"
+    sku: str | None = None  # the SKU id whose file answered
+    measured: bool | None = None
+    bucket: dict | None = None  # the entry's bucket (may differ from the call's: nearest)
+
+    def describe(self) -> str:
+        if self.tier == "default":
+            return "default heuristic (OPSPEC.default_config)"
+        kind = "measured" if self.measured else "predicted"
+        return f"{self.tier} match {self.sku} ({kind}, bucket {self.bucket}) from {self.source}"
+
+
+@dataclass(frozen=True)
+class _ConfigFile:
+    path: Path
+    sku: str
+    family: str | None
+    cc: tuple[int, int] | None
+    dir_index: int
+    data: dict
+
+
+def _config_files(op: str, sku_dir: Path | None) -> list[_ConfigFile]:
+    files = []
+    for i, d in enumerate(config_dirs(op)):
+        if not d.is_dir():
+            continue
+        for path in sorted(d.glob("*.json")):
+            data = load_file(path, op)
+            if data is None:
+                continue
+            known = _device.find_sku(path.stem, sku_dir, strict=False) or {}
+            family = data.get("family", known.get("family"))
+            cc = data.get("compute_capability", known.get("compute_capability"))
+            files.append(_ConfigFile(path, path.stem, family, tuple(cc) if cc else None, i, data))
+    return files
+
+
+def _tiers(files: list[_ConfigFile], identity: _device.DeviceIdentity | None,
+           sku_dir: Path | None) -> list[tuple[str, list[_ConfigFile]]]:
+    if identity is None:
+        return []
+    sku = _device.match_sku(identity.name, identity.compute_capability, sku_dir, strict=False)
+    used: set[Path] = set()
+    tiers = []
+    if sku is not None:
+        exact = [f for f in files if f.sku == sku["id"]]
+        used.update(f.path for f in exact)
+        family = [f for f in files if f.path not in used and f.family and f.family == sku["family"]]
+        used.update(f.path for f in family)
+        tiers += [("sku", exact), ("family", family)]
+    cc = [f for f in files if f.path not in used and f.cc == tuple(identity.compute_capability)]
+    tiers.append(("compute_capability", cc))
+    return tiers
+
+
+def _fresh_entries(f: _ConfigFile, op: str) -> list[dict]:
+    sha = kernel_sha256(op)
+    fresh = [e for e in f.data["entries"] if e["kernel_sha256"] == sha]
+    stale = len(f.data["entries"]) - len(fresh)
+    if stale:
+        _warn_once(("stale", f.path, sha),
+                   f"{f.path}: {stale} entr{'y' if stale == 1 else 'ies'} tuned for a different "
+                   f"kernel.py (kernel_sha256 != {sha[:12]}…) skipped as stale; re-tune {op} for {f.sku}")
+    return fresh
+
+
+def _best_in_tier(tier_files: list[_ConfigFile], op: str, dtype: str, bucket: dict,
+                  measured: bool) -> tuple[_ConfigFile, dict] | None:
+    best = None
+    for f in tier_files:
+        for e in _fresh_entries(f, op):
+            if e["dtype"] != dtype or e["evidence"]["measured"] is not measured:
+                continue
+            dist = bucket_distance(bucket, e["bucket"])
+            if dist is None:
+                continue
+            rank = (f.dir_index, dist, f.sku)
+            if best is None or rank < best[0]:
+                best = (rank, f, e)
+    return None if best is None else (best[1], best[2])
+
+
+def resolve(op: str, dtype: str, shape_key: Mapping[str, Any],
+            identity: _device.DeviceIdentity | None, sku_dir: Path | str | None = None) -> Resolution:
+    """The config for ``op`` on ``identity`` for this dtype and shape key (see the docstring)."""
+    bucket = bucket_of(shape_key)
+    sku_dir = Path(sku_dir) if sku_dir is not None else None
+    cache_key = (op, dtype, json.dumps(bucket, sort_keys=True, default=str), identity,
+                 os.environ.get(LIBRARY_ENV), str(sku_dir) if sku_dir else os.environ.get(_device.SKU_DIR_ENV))
+    with _lock:
+        hit = _resolve_cache.get(cache_key)
+    if hit is not None:
+        return hit
+    result = None
+    tiers = _tiers(_config_files(op, sku_dir), identity, sku_dir) if identity is not None else []
+    for measured in (True, False):
+        for tier, tier_files in tiers:
+            found = _best_in_tier(tier_files, op, dtype, bucket, measured)
+            if found is not None:
+                f, e = found
+                result = Resolution(dict(e["config"]), tier, str(f.path), f.sku, measured, dict(e["bucket"]))
+                break
+        if result is not None:
+            break
+    if result is None:
+        result = Resolution(dict(get_opspec(op).default_config(dict(shape_key))), "default",
+                            "OPSPEC.default_config")
+    with _lock:
+        _resolve_cache[cache_key] = result
+    return result
+
+
+def clear_caches() -> None:
+    """Forget loaded files, answers, kernel hashes and one-time warnings (tests, after a re-tune)."""
+    with _lock:
+        _file_cache.clear()
+        _sha_cache.clear()
+        _resolve_cache.clear()
+        _warned.clear()
+    _device.clear_caches()
