@@ -55,7 +55,7 @@ def encode_tensor(t: torch.Tensor, *, keep_strides: bool) -> tuple[dict, bytes]:
                 "offset": t.storage_offset(), "nbytes": len(raw)}
         return meta, raw
     c = t.contiguous()
-    raw = c.view(torch.uint8).numpy().tobytes() if c.numel() else b""
+    raw = c.reshape(-1).view(torch.uint8).numpy().tobytes() if c.numel() else b""
     return {"dtype": WIRE_NAMES[c.dtype], "shape": list(c.shape), "nbytes": len(raw)}, raw
 
 

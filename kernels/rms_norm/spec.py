@@ -1,0 +1,85 @@
+"""OpSpec for rms_norm over the last dim (see kernel.py for the math and the kernel)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..spec import Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy, generator, size_strategy, tensor
+
+
+def reference(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    # Computed in at least fp32 and rounded once at the end, so "as good as PyTorch" means as
+    # good as a careful fp32 implementation. (HF's Llama rounds the normalized x to the input
+    # dtype before the weight multiply; one rounding is the more accurate choice, and the kernel's.)
+    acc = torch.promote_types(x.dtype, torch.float32)
+    xf = x.to(acc)
+    y = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + eps) * weight.to(acc)
+    return y.to(x.dtype)
+
+
+def strategy(max_numel: int):
+    from hypothesis import strategies as st
+
+    @st.composite
+    def cases(draw):
+        cols = draw(size_strategy(1, max(1, min(max_numel, 16384))))
+        batch = draw(st.sampled_from([0, 0, 2]))
+        rows = draw(size_strategy(1, max(1, min(64, max_numel // (cols * max(batch, 1))))))
+        common = draw(common_strategy())
+        return Case(params={"batch": batch, "rows": rows, "cols": cols}, **common)
+
+    return cases()
+
+
+def build(case: Case) -> Call:
+    p = case.params
+    gen = generator(case.seed)
+    shape = ((p["batch"],) if p.get("batch") else ()) + (p["rows"], p["cols"])
+    x = tensor(shape, case.dtype, case.dist, case.scale, gen, case.layout)
+    # Trained RMSNorm gains sit around 1 with some spread; signs are kept to catch a dropped w.
+    weight = tensor((p["cols"],), case.dtype, "normal", 1.0, gen)
+    return Call(args=(x, weight))
+
+
+def _numel(call: Call) -> int:
+    return call.args[0].numel()
+
+
+def shape_key(call: Call) -> dict:
+    return {"cols": int(call.args[0].shape[-1])}
+
+
+def default_config(key) -> dict:
+    cols = int(key["cols"])
+    block = min(1 << max(0, (max(cols, 1) - 1).bit_length()), 8192)
+    return {"BLOCK_N": block, "num_warps": 4 if block <= 2048 else 8 if block <= 4096 else 16}
+
+
+def _constraint(config, params) -> str | None:
+    cols = params.get("cols")
+    if cols is not None and int(config["BLOCK_N"]) >= 2 * max(int(cols), 1) and int(config["BLOCK_N"]) > 64:
+        return "BLOCK_N is at least twice the row length: half the lanes would idle"
+    return None
+
+
+OPSPEC = OpSpec(
+    name="rms_norm",
+    doc="rms_norm(x, weight, eps=1e-6) over the last dim; x of shape (..., cols), weight (cols,)",
+    reference=reference,
+    strategy=strategy,
+    build=build,
+    tolerance=Tolerance(ulps=8.0, torch_factor=4.0, reduction_length=lambda call: call.args[0].shape[-1]),
+    # square, accumulate, scale by rstd, scale by weight
+    flops=lambda call: 4.0 * _numel(call),
+    bytes=lambda call: (2.0 * _numel(call) * call.args[0].element_size()
+                        + call.args[1].numel() * call.args[1].element_size()),
+    tuning_space=TuningSpace(
+        params=[Param("BLOCK_N", [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]),
+                Param("num_warps", [1, 2, 4, 8, 16, 32])],
+        constraint=_constraint,
+    ),
+    default_config=default_config,
+    shape_key=shape_key,
+    bench_cases=[{"batch": 0, "rows": 4096, "cols": 4096}, {"batch": 0, "rows": 8192, "cols": 8192},
+                 {"batch": 4, "rows": 2048, "cols": 5120}],
+)
