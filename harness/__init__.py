@@ -1,17 +1,11 @@
 """The trusted harness: sandboxed, property-based verification of candidate kernels.
 
-Public API (import from here): ``verify``, ``Verdict``, ``Reason``. The harness knows nothing
-of the agent or the tuner; it verifies whatever candidate source it is given.
+Public API: ``verify``, ``Verdict``, ``Reason``. The harness knows nothing of the agent or the
+tuner; it verifies whatever candidate source it is given. (``verify`` is imported eagerly: a
+lazy wrapper would be shadowed by the ``verify`` submodule once anything imported it.)
 """
 
 from .verdict import Reason, Verdict
-
-
-def verify(*args, **kwargs):
-    """See :func:`kernelagent.harness.verify.verify` (imported lazily: it pulls in hypothesis)."""
-    from .verify import verify as _verify
-
-    return _verify(*args, **kwargs)
-
+from .verify import verify
 
 __all__ = ["Reason", "Verdict", "verify"]

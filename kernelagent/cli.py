@@ -77,6 +77,7 @@ def ops_list() -> None:
 # --- command registrations ---
 from . import cli_generate as _cli_generate; _cli_generate.register(app)
 from . import cli_sku as _cli_sku; _cli_sku.register(app)
+from . import cli_nightly as _cli_nightly; _cli_nightly.register(app)
 
 
 def main() -> None:
