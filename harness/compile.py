@@ -46,7 +46,6 @@ from kernelagent.errors import BadInput, EnvironmentProblem
 CACHE_VERSION = 1
 # Env vars that change what Triton generates; they are part of the cache key.
 _CODEGEN_ENV = ("TRITON_DEFAULT_FP_FUSION", "TRITON_F32_DEFAULT", "TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH")
-# Launch keywords that are compile options rather than kernel arguments.
 _RESERVED_SMEM_BYTES = 1024  # per block, reserved by the driver on sm_80 and newer
 
 
@@ -491,19 +490,61 @@ def _compile_one(req: CompileRequest) -> CompileReport:
                          mma=_mma_kind(ptx), compile_s=time.perf_counter() - t0, **res, **base)
 
 
+def _failed(q: CompileRequest, kind: str, msg: str) -> CompileReport:
+    return CompileReport(arch=f"sm_{q.arch}", kernel=q.fn_name, ok=False, error=msg, failure=kind,
+                         num_warps=int(q.options.get("num_warps", 4)), num_stages=int(q.options.get("num_stages", 3)))
+
+
 def _run_worker(reqs: Sequence[CompileRequest], timeout: float) -> list[CompileReport]:
+    """Compile in child processes without TRITON_INTERPRET. The child streams one JSON line per
+    request; a request that runs past ``timeout`` seconds (LLVM/ptxas on a pathological tile
+    can take many minutes) or crashes the child is reported as failed and the rest go on in a
+    fresh child."""
+    import queue
+    import threading
+
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    payload = json.dumps([r.to_json() for r in reqs])
-    try:
-        r = subprocess.run([sys.executable, "-m", "kernelagent.harness.compile"], input=payload, env=env,
-                           capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        err = f"compile worker exceeded {timeout:.0f}s"
-        return [CompileReport(arch=f"sm_{q.arch}", kernel=q.fn_name, ok=False, error=err, failure="worker") for q in reqs]
-    if r.returncode != 0:
-        err = f"compile worker exited {r.returncode}: {r.stderr[-2000:]}"
-        return [CompileReport(arch=f"sm_{q.arch}", kernel=q.fn_name, ok=False, error=err, failure="worker") for q in reqs]
-    return [CompileReport.from_json(d) for d in json.loads(r.stdout)]
+    out: list[CompileReport] = []
+    pending = list(reqs)
+    while pending:
+        with tempfile.TemporaryFile(mode="w+") as errf:
+            proc = subprocess.Popen([sys.executable, "-m", "kernelagent.harness.compile"], env=env, text=True,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errf)
+            lines: "queue.Queue[str | None]" = queue.Queue()
+
+            def pump() -> None:
+                for line in proc.stdout:
+                    lines.put(line)
+                lines.put(None)
+
+            threading.Thread(target=pump, daemon=True).start()
+            proc.stdin.write(json.dumps([q.to_json() for q in pending]))
+            proc.stdin.close()
+            done = 0
+            while done < len(pending):
+                # The first request also pays for the child's start (importing torch and triton).
+                try:
+                    line = lines.get(timeout=timeout + (60 if done == 0 else 0))
+                except queue.Empty:
+                    proc.kill()
+                    proc.wait()
+                    out.append(_failed(pending[done], "timeout", f"compile exceeded {timeout:.0f}s "
+                                       f"(a tile this large makes LLVM/ptxas run for minutes)"))
+                    done += 1
+                    break
+                if line is None:
+                    proc.wait()
+                    errf.seek(0)
+                    out.append(_failed(pending[done], "worker", f"compile worker exited {proc.returncode} "
+                                       f"on this request: {errf.read()[-2000:]}"))
+                    done += 1
+                    break
+                out.append(CompileReport.from_json(json.loads(line)))
+                done += 1
+            else:
+                proc.wait()
+            pending = pending[done:]
+    return out
 
 
 def _triton_version() -> str:
@@ -518,10 +559,10 @@ def _triton_version() -> str:
 
 
 def compile_requests(reqs: Sequence[CompileRequest], cache_dir: Path | None = None, use_cache: bool = True,
-                     isolate: bool | None = None, timeout: float = 600.0) -> list[CompileReport]:
+                     isolate: bool | None = None, timeout: float = 120.0) -> list[CompileReport]:
     """Compile many specialisations; cached ones are read back (``cached=True``). ``isolate``
     forces (True) or forbids (False) the child process; by default it is used only when the
-    interpreter is on in this process."""
+    interpreter is on in this process. ``timeout`` bounds each compile in the child."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     tv = _triton_version()
     out: list[CompileReport | None] = [None] * len(reqs)
@@ -551,7 +592,7 @@ def compile_requests(reqs: Sequence[CompileRequest], cache_dir: Path | None = No
 def compile_kernel(source: str | Path, fn_name: str, signature: Mapping[str, str], constexprs: Mapping[str, Any],
                    arch: Any, *, num_warps: int = 4, num_stages: int = 3, options: Mapping[str, Any] | None = None,
                    aligned: Sequence[str] = (), cache_dir: Path | None = None, use_cache: bool = True,
-                   isolate: bool | None = None) -> CompileReport:
+                   isolate: bool | None = None, timeout: float = 120.0) -> CompileReport:
     """Compile ``fn_name`` from a kernel file (a ``Path``) or source text for ``arch`` (a Sku,
     "sm_90" or 90). ``signature`` maps every argument to a Triton type, with "constexpr" for the
     ones given in ``constexprs``."""
@@ -560,27 +601,28 @@ def compile_kernel(source: str | Path, fn_name: str, signature: Mapping[str, str
     opts = {"num_warps": num_warps, "num_stages": num_stages, **(options or {})}
     req = CompileRequest(str(path), sha, fn_name, dict(signature), dict(constexprs), parse_arch(arch), opts,
                          tuple(aligned))
-    return compile_requests([req], cache, use_cache, isolate)[0]
+    return compile_requests([req], cache, use_cache, isolate, timeout)[0]
 
 
 def compile_launches(source: str | Path, launches: Sequence[KernelLaunch], arch: Any,
                      cache_dir: Path | None = None, use_cache: bool = True,
-                     isolate: bool | None = None) -> list[CompileReport]:
+                     isolate: bool | None = None, timeout: float = 120.0) -> list[CompileReport]:
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     path, sha = _source_file(source, cache)
     cc = parse_arch(arch)
-    return compile_requests([ln.request(str(path), sha, cc) for ln in launches], cache, use_cache, isolate)
+    return compile_requests([ln.request(str(path), sha, cc) for ln in launches], cache, use_cache, isolate, timeout)
 
 
 def compile_op(op: str, call: Any, config: Mapping[str, Any] | None, arch: Any, cache_dir: Path | None = None,
-               use_cache: bool = True, isolate: bool | None = None) -> list[tuple[KernelLaunch, CompileReport]]:
+               use_cache: bool = True, isolate: bool | None = None,
+               timeout: float = 120.0) -> list[tuple[KernelLaunch, CompileReport]]:
     """Capture the launches the library op ``op`` makes for ``call`` (an OpSpec ``Call``) under
     ``config`` and compile each for ``arch``."""
     from kernelagent.kernels import kernel_path
 
     src = kernel_path(op)
     launches = capture_launches(src, op, call.args, dict(call.kwargs), config, cache_dir)
-    reports = compile_launches(src, launches, arch, cache_dir, use_cache, isolate)
+    reports = compile_launches(src, launches, arch, cache_dir, use_cache, isolate, timeout)
     return list(zip(launches, reports))
 
 
@@ -604,7 +646,8 @@ def check_feasible(report: CompileReport, sku: Any) -> Feasibility:
     """Shared memory against ``smem_per_block_bytes``, registers × threads against the SM's
     register file, threads against the block limit; resident blocks per SM from all of them."""
     if not report.ok:
-        return Feasibility(False, (f"compile failed ({report.failure}): {(report.error or '').splitlines()[0][:300]}",))
+        lines = [ln.strip() for ln in (report.error or "").splitlines() if ln.strip()]
+        return Feasibility(False, (f"compile failed ({report.failure}): {lines[-1][:300] if lines else 'no message'}",))
     if report.arch != sku.arch:
         return Feasibility(False, (f"compiled for {report.arch}, SKU {sku.id} is {sku.arch}",))
     reasons, warnings = [], []
@@ -665,12 +708,13 @@ def _cache_put(cache: Path, key: str, rep: CompileReport) -> None:
 
 
 def _worker_main() -> None:
-    """Child-process entry: a JSON list of CompileRequest on stdin, reports on stdout."""
+    """Child-process entry: a JSON list of CompileRequest on stdin, one report per line on stdout."""
     reqs = [CompileRequest.from_json(d) for d in json.loads(sys.stdin.read())]
     if _interpreter_on():
         raise SystemExit("compile worker started with TRITON_INTERPRET set")
-    reports = [_compile_one(q).to_json() for q in reqs]
-    sys.stdout.write(json.dumps(reports))
+    for q in reqs:
+        sys.stdout.write(json.dumps(_compile_one(q).to_json()) + "\n")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

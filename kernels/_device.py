@@ -6,8 +6,9 @@ A SKU data file (``kernelagent/skus/<id>.json``) has at least::
      "match": ["H100.*(SXM|HBM3)", ...]}
 
 ``match`` holds regular expressions searched (case-insensitively) in the name the driver
-reports (``torch.cuda.get_device_name``). The SKU folder is ``$KERNELAGENT_SKU_DIR`` when set,
-else the ``skus/`` folder of the installed ``kernelagent`` package. It is read with plain
+reports (``torch.cuda.get_device_name``). SKU files come from the ``skus/`` folder of the
+installed ``kernelagent`` package plus the user folder (``$KERNELAGENT_SKU_DIR``, else
+``~/.cache/kernelagent/skus``, where ``kernelagent sku add`` puts them). It is read with plain
 ``json``: ``kernelagent.kernels`` imports no other kernelagent module.
 
 Device identity is injectable, for tests and for targeting a GPU that is not present:
@@ -59,11 +60,15 @@ _warned: set[str] = set()
 _cuda_identities: dict[int, DeviceIdentity] = {}
 
 
-def sku_dir() -> Path | None:
-    """The folder of SKU data files: ``$KERNELAGENT_SKU_DIR``, else ``kernelagent/skus``."""
+def user_sku_dir() -> Path:
+    """User SKU files (as ``kernelagent sku add`` writes them): ``$KERNELAGENT_SKU_DIR``, else
+    ``~/.cache/kernelagent/skus``. Searched in addition to the shipped ones, and wins on equal id."""
     env = os.environ.get(SKU_DIR_ENV)
-    if env:
-        return Path(env)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "kernelagent" / "skus"
+
+
+def sku_dir() -> Path | None:
+    """The shipped SKU data files, ``kernelagent/skus``."""
     # find_spec of the parent package imports nothing new: kernelagent is already imported
     # as the parent of kernelagent.kernels.
     spec = importlib.util.find_spec("kernelagent")
@@ -94,12 +99,20 @@ def _check_sku(data: object, path: Path) -> dict:
 
 
 def load_skus(directory: Path | str | None = None, strict: bool = True) -> list[dict]:
-    """Every SKU data file in ``directory`` (default: ``sku_dir()``), sorted by id; cached.
+    """Every SKU data file in ``directory`` (default: the shipped folder plus the user folder,
+    the user's file winning on equal id), sorted by id; cached.
 
     A malformed file raises ``SkuFileError``; with ``strict=False`` (the runtime lookup, which
     must not fail a user's call over a broken spec sheet) it is skipped with one warning.
     """
-    d = Path(directory) if directory is not None else sku_dir()
+    if directory is None:
+        merged = {s["id"]: s for s in _load_dir(sku_dir(), strict)}
+        merged.update({s["id"]: s for s in _load_dir(user_sku_dir(), strict)})
+        return [merged[k] for k in sorted(merged)]
+    return _load_dir(Path(directory), strict)
+
+
+def _load_dir(d: Path | None, strict: bool) -> list[dict]:
     if d is None or not d.is_dir():
         return []
     d = d.resolve()

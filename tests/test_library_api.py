@@ -344,7 +344,7 @@ def test_match_sku_prefers_specific_pattern_and_compute_capability(skus):
     assert _device.match_sku("NVIDIA H100 80GB HBM3", (9, 0))["id"] == "h100-sxm"
     assert _device.match_sku("NVIDIA H100 PCIe", (9, 0))["id"] == "h100-pcie"
     assert _device.match_sku("nvidia a100-sxm4-80gb", (8, 0))["id"] == "a100-sxm"
-    assert _device.match_sku("NVIDIA GeForce RTX 4090", (8, 9)) is None
+    assert _device.match_sku("NVIDIA Imaginary X9000", (9, 9)) is None  # matches no shipped or user SKU
     assert _device.match_sku("NVIDIA H100 PCIe", (9, 0), directory=skus / "missing") is None
 
 

@@ -1,0 +1,261 @@
+"""The ``model`` measurement backend: an analytical latency and energy estimate from a SKU's spec
+sheet and the static compile report, for targeting a GPU before (or without) having one.
+
+For one launch of ``P`` programs of ``W`` warps on a SKU with ``S`` SMs::
+
+    k        = resident blocks per SM actually used = min(blocks_per_sm, ceil(P / S))
+    active   = min(S, P)                      SMs with work
+    imbalance= ceil(P / S) · active / P       the busiest SM's share over the average (≥ 1)
+    compute  = flops / (peak · active/S · min(1, k·W / warps_needed) · lane_util · tile_eff) · imbalance
+    operands = P · (BLOCK_M + BLOCK_N) · K · elem / (active · 128 B/clk · clock) · imbalance   (tiled K loops)
+    memory   = (bytes + spill traffic) / min(0.9 · BW, active · min(k · inflight / LAT, 2·BW/S)) · imbalance
+    latency  = max(compute, operands, memory) + launch overhead + per-wave overhead
+
+``blocks_per_sm`` comes from the compile report (shared memory, registers, threads; see
+``harness.compile.check_feasible``); ``inflight`` is what one block has outstanding to memory
+(one tile of the kernel's BLOCK_* constexprs, at most its whole share of the bytes), so tiny
+tiles or too few programs cannot hide DRAM latency (Little's law). ``tile_eff`` is the
+tile-quantization waste (BLOCK_N = 8192 for 4100 columns does half its lanes for nothing);
+``lane_util`` the threads left idle when a tile has fewer elements than the block has threads.
+Spills add their local-memory traffic. Energy is ``power_limit × (idle + (1 − idle) ·
+utilization) × latency`` with utilization the achieved fraction of the roofline.
+
+Every result is labelled ``predicted: true`` with its breakdown; it is a ranking aid for configs
+on one SKU, not a substitute for the ``gpu`` backend's measurements.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+# Model constants (assumptions, named so the breakdown can say what was assumed).
+DRAM_LATENCY_S = 700e-9        # loaded DRAM round trip on HBM-class GPUs
+ACHIEVABLE_BW_FRACTION = 0.9   # best streaming kernels reach ~90 % of the spec-sheet bandwidth
+SM_BW_CAP = 2.0                # one SM can draw at most ~2× its even share of DRAM bandwidth
+LAUNCH_OVERHEAD_S = 3e-6       # GPU-side launch and drain of one kernel
+WAVE_OVERHEAD_S = 0.3e-6       # block retire and refill per wave
+IDLE_POWER_FRACTION = 0.3      # board power at idle as a fraction of the power limit
+SMEM_BYTES_PER_CLOCK = 128     # shared-memory bandwidth per SM: 32 banks × 4 B per clock
+DEFAULT_CLOCK_MHZ = 1500       # when a SKU publishes no boost clock
+WARPS_TO_SATURATE = {"none": 8, "mma.sync": 4, "wgmma": 4, "tcgen05": 4}
+
+# Shape-key names a BLOCK_<X> constexpr can tile, for the quantization term.
+_DIM_ALIASES = {"N": ("n", "cols", "n_cols", "hidden", "dim", "d"), "M": ("m", "rows", "n_rows", "tokens"),
+                "K": ("k",), "D": ("d", "head_dim", "dim")}
+
+
+@dataclass(frozen=True)
+class ModelEstimate:
+    """A predicted latency/energy for one (op, call, config, SKU). Never a measurement."""
+
+    sku: str
+    feasible: bool
+    latency_s: float
+    energy_j: float | None
+    reason: str | None = None
+    warnings: tuple[str, ...] = ()
+    breakdown: Mapping[str, Any] = field(default_factory=dict)
+    predicted: bool = True
+    backend: str = "model"
+
+    def to_json(self) -> dict:
+        return {"predicted": True, "backend": "model", "sku": self.sku, "feasible": self.feasible,
+                "latency_s": self.latency_s if math.isfinite(self.latency_s) else None,
+                "energy_j": self.energy_j, "reason": self.reason, "warnings": list(self.warnings),
+                "breakdown": dict(self.breakdown),
+                "conditions": "analytical model from the spec sheet (peaks at boost clock) and the static "
+                              "compile report; not measured"}
+
+
+def _infeasible(sku: Any, reason: str, warnings: Sequence[str] = (), **breakdown) -> ModelEstimate:
+    return ModelEstimate(sku=sku.id, feasible=False, latency_s=math.inf, energy_j=None, reason=reason,
+                         warnings=tuple(warnings), breakdown=breakdown)
+
+
+def call_dtype(call: Any) -> str:
+    """The dtype name of the call's first floating tensor (fp32 when there is none)."""
+    import torch
+
+    names = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32", torch.float64: "fp64"}
+    for a in call.args:
+        if isinstance(a, torch.Tensor) and a.dtype in names:
+            return names[a.dtype]
+        if isinstance(a, torch.Tensor) and "float8" in str(a.dtype):
+            return "fp8"
+    return "fp32"
+
+
+def _elem_size(dtype: str) -> int:
+    return {"fp8": 1, "fp16": 2, "bf16": 2, "fp32": 4, "fp64": 8}.get(dtype, 4)
+
+
+def peak_flops(sku: Any, dtype: str, mma: str) -> tuple[float, str]:
+    """(FLOP/s, which peak) for the math the kernel does: tensor-core peak of the input dtype
+    when the PTX uses mma instructions (fp32 inputs go through tf32), else the FP32 vector peak."""
+    if mma != "none":
+        key = {"fp32": "tf32", "fp64": "fp32"}.get(dtype, dtype)
+        v = sku.peak(key)
+        if v:
+            return v * 1e12, key
+    return sku.peak("fp32") * 1e12, "fp32"
+
+
+def _block_constexprs(constexprs: Mapping[str, Any]) -> dict[str, int]:
+    return {k: int(v) for k, v in constexprs.items()
+            if re.match(r"^BLOCK(_SIZE)?(_[A-Z0-9]+)?$", k) and isinstance(v, int) and not isinstance(v, bool) and v > 0}
+
+
+def _dim_size(suffix: str, shape: Mapping[str, Any]) -> int | None:
+    lowered = {str(k).lower(): v for k, v in shape.items()}
+    for c in (suffix.lower(),) + _DIM_ALIASES.get(suffix, ()):
+        v = lowered.get(c)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+def tile_efficiency(constexprs: Mapping[str, Any], shape: Mapping[str, Any]) -> float:
+    """Useful fraction of the tiles: for each BLOCK_<X> that tiles a shape dim of size n,
+    n / (ceil(n / BLOCK) · BLOCK). Dims are found by name (BLOCK_N ↔ cols/n/hidden, …)."""
+    eff = 1.0
+    for name, block in _block_constexprs(constexprs).items():
+        n = _dim_size(name.split("_")[-1] if "_" in name else "", shape)
+        if n:
+            eff *= n / (math.ceil(n / block) * block)
+    return eff
+
+
+def estimate_launch(sku: Any, launch: Any, report: Any | None, feas: Any | None, flops: float, nbytes: float,
+                    dtype: str, shape: Mapping[str, Any]) -> ModelEstimate:
+    """The estimate for one captured launch (``harness.compile.KernelLaunch``) with its compile
+    report and feasibility (both None for a SKU without a static compile target)."""
+    warnings: list[str] = []
+    num_warps = int(report.num_warps if report is not None else launch.num_warps)
+    threads = num_warps * sku.warp_size
+    if feas is not None and not feas.feasible:
+        return _infeasible(sku, "; ".join(feas.reasons), feas.warnings, threads=threads)
+    if feas is not None:
+        bps, limited_by = feas.blocks_per_sm, feas.limited_by
+        warnings += list(feas.warnings)
+    else:
+        if threads > sku.max_threads_per_block:
+            return _infeasible(sku, f"{threads} threads per block exceed {sku.max_threads_per_block}")
+        bps = max(0, min(sku.max_blocks_per_sm, sku.max_threads_per_sm // threads))
+        limited_by = "threads (no compile report: registers and shared memory not known)"
+        warnings.append(f"no static compile for {sku.arch}: occupancy from the thread count only")
+        if bps < 1:
+            return _infeasible(sku, "no block fits on an SM")
+
+    S = sku.sm_count
+    P = max(1, launch.programs)
+    k = max(1, min(bps, math.ceil(P / S)))
+    active = min(S, P)
+    imbalance = math.ceil(P / S) * active / P
+    waves = math.ceil(P / (S * bps))
+
+    blocks = _block_constexprs(launch.constexprs)
+    tile_elems = math.prod(blocks.values()) if blocks else threads
+    lane_util = min(1.0, tile_elems / threads)
+    t_eff = tile_efficiency(launch.constexprs, shape)
+    esize = _elem_size(dtype)
+    # What one block keeps in flight: with a reduction block (BLOCK_K) the operand tiles
+    # (BLOCK_M + BLOCK_N) · BLOCK_K for each pipelined stage ahead; otherwise its whole tile.
+    bk = blocks.get("BLOCK_K") or blocks.get("BLOCK_SIZE_K")
+    if bk:
+        others = [v for name, v in blocks.items() if name not in ("BLOCK_K", "BLOCK_SIZE_K")]
+        stages = int(report.num_stages if report is not None else launch.options.get("num_stages", 3))
+        load_elems = sum(others) * bk * max(1, stages - 1)
+    else:
+        load_elems = tile_elems
+
+    mma = report.mma if report is not None else "none"
+    peak, peak_key = peak_flops(sku, dtype, mma)
+    warps_needed = WARPS_TO_SATURATE.get(mma, 8)
+    comp_par = min(1.0, k * num_warps / warps_needed)
+    compute_rate = peak * (active / S) * comp_par * lane_util * t_eff
+    t_compute = flops / compute_rate * imbalance if flops > 0 else 0.0
+    # Tiled reductions (a BLOCK_K over a K dim) feed every k-step's operand tiles through shared
+    # memory: P · (BLOCK_M + BLOCK_N) · K elements at SMEM_BYTES_PER_CLOCK per SM. Small tiles
+    # reuse each operand little and are bound here, not by the tensor cores.
+    t_operand = 0.0
+    k_dim = _dim_size("K", shape)
+    if bk and k_dim:
+        clock = (sku.boost_clock_mhz or DEFAULT_CLOCK_MHZ) * 1e6
+        operand_bytes = P * sum(others) * k_dim * esize
+        t_operand = operand_bytes / (active * SMEM_BYTES_PER_CLOCK * clock) * imbalance
+
+    spill_per_thread = report.spill_bytes if report is not None else 0
+    spill_traffic = float(spill_per_thread) * threads * P
+    bw = sku.mem_bandwidth_gbps * 1e9
+    inflight_block = min(nbytes / P, load_elems * t_eff * esize) if nbytes > 0 else 0.0
+    per_sm_rate = min(k * inflight_block / DRAM_LATENCY_S, SM_BW_CAP * bw / S)
+    mem_rate = min(ACHIEVABLE_BW_FRACTION * bw, active * per_sm_rate)
+    total_bytes = nbytes + spill_traffic
+    t_memory = total_bytes / mem_rate * imbalance if total_bytes > 0 and mem_rate > 0 else 0.0
+
+    t_overhead = LAUNCH_OVERHEAD_S + WAVE_OVERHEAD_S * waves
+    latency = max(t_compute, t_operand, t_memory) + t_overhead
+    util = max(flops / peak, nbytes / bw) / latency
+    util = min(1.0, util)
+    power = sku.power_limit_w * (IDLE_POWER_FRACTION + (1 - IDLE_POWER_FRACTION) * util)
+    if spill_per_thread:
+        warnings.append(f"spills {spill_per_thread} B per thread: +{spill_traffic / 1e6:.2f} MB local-memory traffic")
+    breakdown = {
+        "flops": flops, "bytes": nbytes, "spill_bytes": spill_traffic, "dtype": dtype,
+        "peak_flops": peak, "peak_kind": peak_key, "bandwidth_Bps": bw, "mma": mma,
+        "programs": P, "threads_per_block": threads, "blocks_per_sm": bps, "limited_by": limited_by,
+        "resident_blocks_used": k, "active_sms": active, "sm_imbalance": imbalance, "waves": waves,
+        "lane_utilization": lane_util, "tile_efficiency": t_eff, "compute_parallelism": comp_par,
+        "inflight_bytes_per_block": inflight_block, "memory_rate_Bps": mem_rate,
+        "t_compute_s": t_compute, "t_operand_s": t_operand, "t_memory_s": t_memory, "t_overhead_s": t_overhead,
+        "bound": max((("memory", t_memory), ("compute", t_compute), ("shared-memory operands", t_operand)),
+                     key=lambda kv: kv[1])[0],
+        "roofline_utilization": util, "power_w": power,
+        "registers": report.registers if report is not None else None,
+        "shared_bytes": report.shared_bytes if report is not None else None,
+    }
+    return ModelEstimate(sku=sku.id, feasible=True, latency_s=latency, energy_j=power * latency,
+                         warnings=tuple(warnings), breakdown=breakdown)
+
+
+def estimate(op: str | Any, call: Any, config: Mapping[str, Any] | None, sku: Any, *, cache_dir=None,
+             isolate: bool | None = None, timeout: float = 120.0) -> ModelEstimate:
+    """Predicted latency/energy of library op ``op`` (name or OpSpec) on ``call`` under ``config``
+    for ``sku``: captures the launches, compiles them for the SKU's arch (cached), and models."""
+    from ..harness import compile as hc
+    from ..kernels import get_opspec, kernel_path
+
+    spec = get_opspec(op) if isinstance(op, str) else op
+    src = kernel_path(spec.name)
+    launches = hc.capture_launches(src, spec.name, call.args, dict(call.kwargs), config, cache_dir)
+    if sku.static_compile:
+        reports = hc.compile_launches(src, launches, sku, cache_dir, isolate=isolate, timeout=timeout)
+        feas = [hc.check_feasible(r, sku) for r in reports]
+    else:
+        reports, feas = [None] * len(launches), [None] * len(launches)
+    flops, nbytes = float(spec.flops(call)), float(spec.bytes(call))
+    dtype, shape = call_dtype(call), spec.shape_key(call)
+    # Several launches: the op's FLOPs and bytes are split by each launch's share of threads.
+    weights = [ln.programs * ln.num_warps for ln in launches]
+    total_w = sum(weights) or 1
+    parts = [estimate_launch(sku, ln, rep, fe, flops * w / total_w, nbytes * w / total_w, dtype, shape)
+             for ln, rep, fe, w in zip(launches, reports, feas, weights)]
+    if len(parts) == 1:
+        return parts[0]
+    bad = [p for p in parts if not p.feasible]
+    if bad:
+        return _infeasible(sku, bad[0].reason or "infeasible launch", sum((p.warnings for p in parts), ()))
+    latency = sum(p.latency_s for p in parts)
+    energy = sum(p.energy_j or 0.0 for p in parts)
+    return ModelEstimate(sku=sku.id, feasible=True, latency_s=latency, energy_j=energy,
+                         warnings=sum((p.warnings for p in parts), ()),
+                         breakdown={"launches": [dict(p.breakdown) for p in parts], "flops": flops, "bytes": nbytes})
+
+
+def rank(op: str | Any, call: Any, configs: Sequence[Mapping[str, Any]], sku: Any, **kw) -> list[tuple[dict, ModelEstimate]]:
+    """Configs from best to worst predicted latency; infeasible ones last."""
+    scored = [(dict(c), estimate(op, call, c, sku, **kw)) for c in configs]
+    return sorted(scored, key=lambda ce: (not ce[1].feasible, ce[1].latency_s))
