@@ -1,0 +1,158 @@
+"""What the nightly checks: every library entry (and each op's default heuristic), read defensively.
+
+The runtime loader (``kernels/_configs.py``) rejects a whole file for one bad entry, which is
+right when serving; the nightly instead reports each broken entry by name and keeps checking
+the rest. A file that is not JSON, or whose header is wrong, is one failed item; inside a good
+file each entry is validated on its own, and an entry tuned for a different ``kernel.py``
+(``kernel_sha256`` mismatch) is a failed item too. Nothing here writes the library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..kernels import _configs
+from ..kernels.registry import KERNELS_DIR, kernel_path
+
+
+@dataclass
+class LibraryItem:
+    """One row of the nightly: a library entry, a file that could not be read, or an op's default."""
+
+    kind: str                          # "entry" | "file" | "default"
+    op: str
+    name: str                          # stable, human-readable: "softmax/h100-sxm bf16 cols=4096"
+    sku: str | None = None
+    dtype: str | None = None
+    bucket: dict | None = None
+    config: dict | None = None         # None: the kernel's own default heuristic per call
+    file: str | None = None
+    index: int | None = None           # position in the file's "entries"
+    evidence: dict = field(default_factory=dict)
+    provenance: dict = field(default_factory=dict)
+    kernel_sha256: str | None = None
+    problem: str | None = None         # set: fails without being verified ("malformed" | "stale")
+    problem_detail: str = ""
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "op": self.op, "sku": self.sku, "dtype": self.dtype,
+                "bucket": self.bucket, "config": self.config, "file": self.file, "index": self.index,
+                "kernel_sha256": self.kernel_sha256, "evidence": self.evidence or None,
+                "provenance": self.provenance or None}
+
+
+def bucket_label(bucket: dict | None) -> str:
+    if not bucket:
+        return ""
+    return ",".join(f"{k}={v}" for k, v in bucket.items())
+
+
+def current_kernel(op: str) -> tuple[str, str]:
+    """(source text, sha256 of its bytes) of the op's shipped ``kernel.py``, read once together."""
+    raw = kernel_path(op).read_bytes()
+    return raw.decode("utf-8"), hashlib.sha256(raw).hexdigest()
+
+
+def library_dirs(op: str, library: Path | None) -> list[tuple[Path, str]]:
+    """(configs folder, origin) pairs to scan. ``--library DIR`` alone replaces the search;
+    otherwise the folders the runtime uses: ``$KERNELAGENT_LIBRARY`` then the package."""
+    if library is not None:
+        return [(Path(library) / op / "configs", "library")]
+    dirs = []
+    override = os.environ.get(_configs.LIBRARY_ENV)
+    if override:
+        dirs.append((Path(override) / op / "configs", "override"))
+    dirs.append((KERNELS_DIR / op / "configs", "package"))
+    return dirs
+
+
+def scan(ops: Sequence[str], *, library: Path | None = None, skus: Iterable[str] | None = None,
+         include_default: bool = True, default_cases: dict[str, tuple[str, dict]] | None = None) -> list[LibraryItem]:
+    """Every item to check for ``ops``; ``skus`` limits entries to those SKU files (GPU mode).
+
+    ``default_cases`` maps an op to the (dtype, bucket) its default-heuristic item is measured
+    at (only used to label and key that item).
+    """
+    wanted = set(skus) if skus is not None else None
+    items: list[LibraryItem] = []
+    for op in ops:
+        _, sha = current_kernel(op)
+        if include_default:
+            dtype, bucket = (default_cases or {}).get(op, (None, None))
+            items.append(LibraryItem("default", op, f"{op}/default", dtype=dtype, bucket=bucket, config=None,
+                                     kernel_sha256=sha))
+        for folder, origin in library_dirs(op, library):
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.glob("*.json")):
+                if wanted is not None and path.stem not in wanted:
+                    continue
+                items.extend(_scan_file(path, op, sha, origin))
+    seen: set[str] = set()
+    for item in items:  # names key the history: keep them unique (a repeated slot, say)
+        if item.name in seen:
+            item.name = f"{item.name} (entries[{item.index}])"
+        seen.add(item.name)
+    return items
+
+
+def _scan_file(path: Path, op: str, sha: str, origin: str) -> list[LibraryItem]:
+    sku = path.stem
+    suffix = " [override]" if origin == "override" else ""
+    file_name = f"{op}/{path.name}{suffix}"
+
+    def broken(detail: str) -> list[LibraryItem]:
+        return [LibraryItem("file", op, file_name, sku=sku, file=str(path), problem="malformed",
+                            problem_detail=detail)]
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as e:
+        return broken(f"cannot read: {e}")
+    except json.JSONDecodeError as e:
+        return broken(f"not valid JSON: {e}")
+    if not isinstance(data, dict):
+        return broken("expected a JSON object at the top level")
+    try:  # the header alone, with the entries checked one by one below
+        _configs.validate_file({**data, "entries": []}, str(path), op=op, sku=sku)
+    except _configs.ConfigFileError as e:
+        return broken(str(e))
+    if not isinstance(data.get("entries"), list):
+        return broken(f"{path}: entries must be a list")
+
+    items, seen = [], set()
+    for i, raw in enumerate(data["entries"]):
+        label = _entry_label(raw, i)
+        item = LibraryItem("entry", op, f"{op}/{sku} {label}{suffix}", sku=sku, file=str(path), index=i)
+        try:
+            _configs.validate_entry(raw, f"{path}: entries[{i}]")
+        except _configs.ConfigFileError as e:
+            item.problem, item.problem_detail = "malformed", str(e)
+            items.append(item)
+            continue
+        item.dtype, item.bucket, item.config = raw["dtype"], dict(raw["bucket"]), dict(raw["config"])
+        item.evidence, item.provenance = dict(raw["evidence"]), dict(raw["provenance"])
+        item.kernel_sha256 = raw["kernel_sha256"]
+        slot = _configs.entry_slot(raw)
+        if slot in seen:
+            item.problem, item.problem_detail = "malformed", (f"{path}: entries[{i}] repeats dtype {raw['dtype']} "
+                                                              f"bucket {raw['bucket']}")
+        elif raw["kernel_sha256"] != sha:
+            item.problem = "stale"
+            item.problem_detail = (f"{path}: entries[{i}] was tuned for kernel.py sha256 {raw['kernel_sha256'][:12]}…, "
+                                   f"the current kernels/{op}/kernel.py is {sha[:12]}…; re-tune {op} for {sku}")
+        seen.add(slot)
+        items.append(item)
+    return items
+
+
+def _entry_label(raw: Any, i: int) -> str:
+    """dtype and bucket when they can be read, else the entry's position."""
+    if isinstance(raw, dict) and isinstance(raw.get("dtype"), str) and isinstance(raw.get("bucket"), dict):
+        return f"{raw['dtype']} {bucket_label(raw['bucket'])}".strip()
+    return f"entries[{i}]"
