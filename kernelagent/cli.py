@@ -75,6 +75,7 @@ def ops_list() -> None:
 
 # Other command groups register themselves here (one line each, in their own modules).
 # --- command registrations ---
+from . import cli_tune as _cli_tune; _cli_tune.register(app)  # noqa: E402,E702
 from . import cli_generate as _cli_generate; _cli_generate.register(app)
 from . import cli_sku as _cli_sku; _cli_sku.register(app)
 from . import cli_nightly as _cli_nightly; _cli_nightly.register(app)

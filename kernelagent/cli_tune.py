@@ -1,0 +1,87 @@
+"""``kernelagent tune``: tune ops for a GPU SKU, or run the search alone over a recorded space."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .errors import BadInput
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def tune(
+        sku: Optional[str] = typer.Option(None, "--sku", help="Target GPU SKU id or alias (`kernelagent sku list`)."),
+        op: List[str] = typer.Option([], "--op", help="An op to tune (repeatable)."),
+        ops: Optional[str] = typer.Option(None, "--ops", help="`all` to tune every registered op."),
+        dtype: List[str] = typer.Option([], "--dtype", help="fp32, fp16 or bf16 (repeatable; default: the op's dtypes)."),
+        trials: int = typer.Option(24, "--trials", help="Measurements per op × dtype × shape bucket."),
+        measure: Optional[str] = typer.Option(None, "--measure", help="gpu | model | replay:FILE (default: gpu if present, else model)."),
+        policy: str = typer.Option("latency", "--policy", help="latency | energy | balanced."),
+        storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite under ~/.cache/kernelagent; postgresql://… to share a study across machines)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the sampler and verification."),
+        library: Optional[Path] = typer.Option(None, "--library", help="Library folder to write (default: $KERNELAGENT_LIBRARY or the package's kernels/)."),
+        examples: int = typer.Option(8, "--examples", help="Property-based examples when re-verifying winners."),
+        max_cases: Optional[int] = typer.Option(None, "--max-cases", help="Tune only the first N shape buckets of each op (quick runs)."),
+        no_write: bool = typer.Option(False, "--no-write", help="Tune and verify, but do not write the library."),
+        replay: Optional[Path] = typer.Option(None, "--replay", help="Run the search alone over a recorded space (Kernel Tuner cache or recording)."),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+    ) -> None:
+        """Produce verified, tuned kernel configs for a GPU SKU and write them into the library."""
+        if replay is not None:
+            from .tuner.replay import run_replay_search
+
+            if not replay.is_file():
+                raise BadInput(f"replay file not found: {replay}")
+            out = run_replay_search(replay, trials, seed, policy=policy)
+            if json_out:
+                typer.echo(json.dumps(out, sort_keys=True))
+            else:
+                ratio = out.get("ratio_to_optimum")
+                typer.echo(f"best found: {out['best_config']} at {out['best_latency_s']} s (recorded)\n"
+                           f"space optimum: {out['optimum_config']} at {out['optimum_latency_s']} s\n"
+                           f"ratio best/optimum: {'-' if ratio is None else f'{ratio:.4f}'} after "
+                           f"{out['trials_used']} measurements (sampler {out['sampler']}, seed {seed})")
+            return
+        if not sku:
+            raise BadInput("--sku is required (e.g. --sku h100; `kernelagent sku list` shows the SKUs)")
+        from .kernels import op_names
+
+        if ops == "all":
+            chosen = op_names()
+        elif ops is not None:
+            raise BadInput(f"--ops takes only `all` (got {ops!r}); name single ops with --op")
+        else:
+            chosen = list(op)
+        if not chosen:
+            raise BadInput("name ops to tune with --op OP (repeatable) or --ops all")
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from .tuner.tune import format_table, tune as run_tune
+
+        console = Console(stderr=True)
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=False) as bars:
+            tasks: dict[str, int] = {}
+
+            def progress(label: str, done: int, total: int) -> None:
+                if label not in tasks:
+                    from rich.markup import escape
+
+                    tasks[label] = bars.add_task(escape(label), total=total)
+                bars.update(tasks[label], completed=min(done, total))
+
+            results = run_tune(sku_id=sku, ops=chosen, dtypes=list(dtype) or None, trials=trials, measure=measure,
+                               policy=policy, storage=storage, seed=seed, library_dir=library,
+                               verify_examples=examples, write=not no_write, max_cases=max_cases, progress=progress,
+                               notice=lambda m: console.print(f"[yellow]note:[/] {m}"))
+        if json_out:
+            typer.echo(json.dumps([r.to_json() for r in results], sort_keys=True))
+        else:
+            typer.echo(format_table(results))
+        if any(not r.verified for r in results):
+            raise typer.Exit(1)

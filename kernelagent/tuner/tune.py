@@ -1,0 +1,338 @@
+"""``kernelagent tune``: verified, tuned configs for a GPU SKU, written into the library.
+
+For each op × dtype × shape bucket (the op's ``bench_cases``): an Optuna study over the op's
+tuning space (``search.run_search``), measured by one backend —
+
+* ``gpu``: this machine's GPU, timed and metered by the harness (``harness.measure``); the GPU
+  must be the SKU being tuned;
+* ``model``: the analytical estimate from the SKU's spec sheet and a static compile for its
+  architecture (``tuner.model``): predicted, labelled so, never overwriting measured entries;
+* ``replay:FILE``: a recording (this project's format) of an earlier GPU run.
+
+Warm start: the op's default config and the best config of the nearest SKU in the library.
+Before anything is written, the top configs are re-verified by the harness (in its sandbox,
+on this machine: natively on a GPU, through Triton's interpreter otherwise) in order, and the
+first that verifies is recorded with its evidence and provenance (``library.record_entry``:
+atomic, locked, predicted never replaces measured).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+from ..errors import BadInput, EnvironmentProblem
+
+BACKENDS = ("gpu", "model", "replay")
+REVERIFY_TOP = 3
+
+
+@dataclass
+class TuneTask:
+    op: str
+    dtype: str
+    case_params: dict
+    bucket: dict
+
+    @property
+    def bucket_str(self) -> str:
+        return ",".join(f"{k}={v}" for k, v in sorted(self.bucket.items()))
+
+    @property
+    def label(self) -> str:
+        return f"{self.op} {self.dtype} [{self.bucket_str}]"
+
+
+@dataclass
+class TuneResult:
+    op: str
+    sku: str
+    dtype: str
+    bucket: dict
+    backend: str
+    measured: bool
+    policy: str
+    sampler: str
+    trials_used: int
+    study: str
+    best_config: dict | None = None
+    latency_us: float | None = None
+    energy_uj: float | None = None
+    default_latency_us: float | None = None
+    speedup_vs_default: float | None = None
+    verified: bool = False
+    verify_detail: str = ""
+    library_action: str | None = None     # "added" | "replaced" | "kept" | None (not written)
+    library_path: str | None = None
+    pareto_front: list = field(default_factory=list)
+    note: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def parse_backend(measure: str | None, *, cuda: bool) -> tuple[str, Path | None, str | None]:
+    """(backend, replay file, notice for the user)."""
+    if measure is None:
+        if cuda:
+            return "gpu", None, None
+        return "model", None, ("no GPU here and no --measure given: using the `model` backend; every result "
+                               "is PREDICTED from the SKU's spec sheet and a static compile, not measured")
+    if measure.startswith("replay:"):
+        path = Path(measure.split(":", 1)[1])
+        if not path.is_file():
+            raise BadInput(f"replay file not found: {path}")
+        return "replay", path, None
+    if measure not in ("gpu", "model"):
+        raise BadInput(f"unknown --measure {measure!r}; expected gpu, model or replay:FILE")
+    if measure == "gpu" and not cuda:
+        raise EnvironmentProblem("--measure gpu needs a CUDA GPU; none is visible here "
+                                 "(use --measure model to predict, or replay:FILE)")
+    return measure, None, None
+
+
+def plan(ops: Sequence[str], dtypes: Sequence[str] | None, max_cases: int | None = None) -> list[TuneTask]:
+    """Every (op, dtype, bench case) to tune. Unknown ops are a BadInput naming the known ones."""
+    from ..kernels import UnknownOpError, get_opspec
+    from ..kernels._configs import bucket_of
+    from ..kernels.spec import Case
+
+    tasks = []
+    for op in ops:
+        try:
+            spec = get_opspec(op)
+        except UnknownOpError as e:
+            raise BadInput(str(e)) from None
+        use = [d for d in (dtypes or spec.dtypes) if d in spec.dtypes]
+        if dtypes and not use:
+            raise BadInput(f"op {op} supports dtypes {list(spec.dtypes)}; none of {list(dtypes)}")
+        for dtype in use:
+            for params in list(spec.bench_cases)[:max_cases]:
+                call = _meta_call(spec, Case(params=dict(params), dtype=dtype))
+                tasks.append(TuneTask(op, dtype, dict(params), bucket_of(spec.shape_key(call))))
+    return tasks
+
+
+def _meta_call(spec, case):
+    """The op's call for a case, built small where only shapes matter (the shape key)."""
+    return spec.build(case)
+
+
+def _versions(device: str) -> dict:
+    import torch
+    import triton
+
+    return {"triton": triton.__version__, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "device": device, "python": platform.python_version()}
+
+
+def _nearest_warm_start(op: str, sku, dtype: str, bucket: dict, library_dir) -> list[dict]:
+    """Best configs recorded for this op and dtype on the three most similar SKUs (nearest
+    bucket each, measured before predicted, stale kernel hashes skipped)."""
+    from ..kernels import _configs
+    from ..sku import load_skus, rank_similar
+
+    dirs = ([Path(library_dir).expanduser() / op / "configs"] if library_dir else []) + list(_configs.config_dirs(op))
+    current = _configs.kernel_sha256(op)
+    out = []
+    for other in rank_similar(sku, [s for s in load_skus().values() if s.id != sku.id])[:3]:
+        best = None
+        for d in dirs:
+            data = _configs.load_file(d / f"{other.id}.json", op) if (d / f"{other.id}.json").is_file() else None
+            for e in (data or {}).get("entries", []):
+                dist = _configs.bucket_distance(e["bucket"], bucket)
+                if e["dtype"] != dtype or dist is None or e["kernel_sha256"] != current:
+                    continue
+                rank = (not e["evidence"]["measured"], dist)
+                if best is None or rank < best[0]:
+                    best = (rank, e["config"])
+        if best:
+            out.append(dict(best[1]))
+    return out
+
+
+def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, seed: int | None,
+               energy: bool) -> Callable[[Mapping[str, Any]], tuple]:
+    """measure(config) -> (latency_s | None, energy_j | None, reason)."""
+    if backend == "model":
+        from . import model
+
+        def by_model(config):
+            try:
+                est = model.estimate(spec, call, dict(config), sku)
+            except Exception as e:  # a config the launcher rejects (ValueError) or fails to compile
+                return None, None, f"{type(e).__name__}: {e}"
+            if not est.feasible:
+                return None, None, est.reason
+            return est.latency_s, est.energy_j, None
+
+        return by_model
+    if backend == "replay":
+        from .replay import ReplayBackend
+
+        rb = ReplayBackend.from_file(replay_path)
+        return rb.objective
+    from ..harness.measure import MeasureError, measure
+    from ..kernels import kernel_path
+
+    source = kernel_path(task.op).read_text()
+
+    def on_gpu(config):
+        try:
+            m = measure(task.op, source, call, config=dict(config), dtype=task.dtype, seed=seed, energy=energy,
+                        meter="auto" if energy else None)
+        except MeasureError as e:
+            return None, None, f"{e.reason}: {e.detail}"[:300]
+        if m.flags:
+            return None, None, "untrusted measurement: " + "; ".join(m.flags)[:300]
+        return m.median_s, m.energy_j_per_call, None
+
+    return on_gpu
+
+
+def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None, trials: int = 24,
+         measure: str | None = None, policy: str = "latency", storage: str | None = None,
+         seed: int | None = None, library_dir: str | Path | None = None, verify_examples: int = 8,
+         write: bool = True, max_cases: int | None = None, progress: Callable[[str, int, int], None] | None = None,
+         notice: Callable[[str], None] | None = None) -> list[TuneResult]:
+    import torch
+
+    from .. import library
+    from ..harness.verify import verify
+    from ..kernels import get_opspec, kernel_path
+    from ..sku import detect, get_sku
+    from .search import POLICIES, SearchSpace, run_search, study_name_for
+
+    if policy not in POLICIES:
+        raise BadInput(f"unknown --policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    if trials < 1:
+        raise BadInput("--trials must be at least 1")
+    sku = get_sku(sku_id)
+    cuda = torch.cuda.is_available()
+    backend, replay_path, msg = parse_backend(measure, cuda=cuda)
+    if msg and notice:
+        notice(msg)
+    if backend == "gpu":
+        local = detect()
+        if local.id != sku.id:
+            raise EnvironmentProblem(f"--measure gpu tunes the GPU in this machine ({local.id}), not {sku.id}; "
+                                     f"use --sku {local.id}, or --measure model to predict for {sku.id}")
+    if backend == "model" and not sku.static_compile and notice:
+        notice(f"{sku.id} has no static compile target: the model uses its spec sheet only (untested path)")
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tasks = plan(ops, dtypes, max_cases)
+    if backend == "replay":
+        tasks = _replay_tasks(tasks, replay_path, sku.id)
+    device = torch.cuda.get_device_name() if backend == "gpu" else (
+        f"{sku.name} (predicted: spec sheet + static compile for {sku.arch})" if backend == "model"
+        else f"replay of {replay_path.name}")
+    versions = _versions(device)
+    results = []
+    for i, task in enumerate(tasks):
+        spec = get_opspec(task.op)
+        from ..kernels.spec import Case
+
+        call = spec.build(Case(params=task.case_params, dtype=task.dtype, seed=0))
+        space = SearchSpace.from_tuning_space(spec.tuning_space, task.case_params)
+        default = spec.default_config(spec.shape_key(call))
+        warm = _nearest_warm_start(task.op, sku, task.dtype, task.bucket, library_dir)
+        objective = _objective(backend, task, spec, call, sku, replay_path, seed=seed, energy=policy != "latency")
+        done = [0]
+
+        def counted(config, _objective=objective, _task=task):
+            out = _objective(config)
+            done[0] += 1
+            if progress:
+                progress(_task.label, done[0], trials)
+            return out
+
+        study = study_name_for(task.op, sku.id, task.dtype, task.bucket_str, space)
+        sr = run_search(space, counted, budget=trials, study_name=study, storage=storage, seed=seed,
+                        policy=policy, default_config=default, warm_start=warm)
+        res = TuneResult(op=task.op, sku=sku.id, dtype=task.dtype, bucket=task.bucket, backend=backend,
+                         measured=backend != "model", policy=policy, sampler=sr.sampler,
+                         trials_used=sr.trials_used, study=study, pareto_front=sr.pareto_front, note=sr.note)
+        ranked = sorted((m for m in sr.measurements if m.get("latency_s") is not None),
+                        key=lambda m: m["latency_s"])
+        default_key = json.dumps([default.get(p.name) for p in space.params], default=str)
+        dflt = next((m for m in ranked if json.dumps([m["config"].get(p.name) for p in space.params],
+                                                     default=str) == default_key), None)
+        if dflt:
+            res.default_latency_us = dflt["latency_s"] * 1e6
+        order = ([sr.best_config] if sr.best_config else []) + [m["config"] for m in ranked]
+        seen, candidates = set(), []
+        for c in order:
+            k = json.dumps(c, sort_keys=True, default=str)
+            if k not in seen:
+                seen.add(k)
+                candidates.append(c)
+        source = kernel_path(task.op).read_text()
+        for config in candidates[:REVERIFY_TOP]:
+            verdict = verify(task.op, source, config=dict(config), examples=verify_examples, seed=seed)
+            if verdict.verified:
+                m = next(m for m in sr.measurements if m["config"] == config)
+                res.best_config, res.verified = dict(config), True
+                res.latency_us = m["latency_s"] * 1e6
+                res.energy_uj = None if m.get("energy_j") is None else m["energy_j"] * 1e6
+                res.verify_detail = f"{verdict.trials} examples on {verdict.device}: {verdict.detail}"
+                break
+            res.verify_detail += f"config {config} rejected by the harness: {verdict.reason}: {verdict.detail[:200]}\n"
+        if res.verified and res.default_latency_us and res.latency_us:
+            res.speedup_vs_default = res.default_latency_us / res.latency_us
+        if res.verified and write:
+            entry = {
+                "dtype": task.dtype, "bucket": task.bucket, "config": res.best_config,
+                "kernel_sha256": library.kernel_sha256(task.op),
+                "evidence": {"latency_us": res.latency_us, "energy_uj": res.energy_uj, "backend": backend,
+                             "measured": backend != "model", "trials": res.trials_used,
+                             "speedup_vs_default": res.speedup_vs_default, "policy": policy,
+                             "case": task.case_params, "study": study, "sampler": sr.sampler,
+                             "verified": res.verify_detail[:300]},
+                "provenance": {**{k: v for k, v in versions.items() if k != "python"},
+                               "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                               "method": f"kernelagent tune: optuna {sr.sampler}, {res.trials_used} "
+                                         f"{'predictions' if backend == 'model' else 'measurements'} ({backend})"},
+            }
+            out = library.record_entry(task.op, sku.id, entry, library_dir)
+            res.library_action, res.library_path = out.action, str(out.path)
+        results.append(res)
+    return results
+
+
+def _replay_tasks(tasks: list[TuneTask], path: Path, sku_id: str) -> list[TuneTask]:
+    """The task a project recording covers (its op/dtype/bucket); Kernel Tuner caches have none."""
+    from .replay import load
+
+    space = load(path)
+    meta = getattr(space, "meta", None) or {}
+    op, dtype = meta.get("op"), meta.get("dtype")
+    if not op:
+        raise BadInput(f"{path} is not a kernelagent recording (no op): for a Kernel Tuner cache use "
+                       "`kernelagent tune --replay FILE` to run the search alone")
+    picked = [t for t in tasks if t.op == op and t.dtype == dtype and t.bucket_str == meta.get("bucket")]
+    if not picked:
+        raise BadInput(f"{path} records {op} {dtype} [{meta.get('bucket')}], which is not among the requested "
+                       "ops/dtypes/buckets")
+    return picked[:1]
+
+
+def format_table(results: Sequence[TuneResult]) -> str:
+    lines = [f"{'op':14s} {'dtype':5s} {'bucket':28s} {'best config':44s} {'latency':>11s} {'vs default':>10s}  status"]
+    for r in results:
+        lat = f"{r.latency_us:9.2f}us" if r.latency_us else "-"
+        sp = f"{r.speedup_vs_default:.2f}x" if r.speedup_vs_default else "-"
+        status = ("verified, " + (r.library_action or "not written")) if r.verified else "NOT VERIFIED"
+        cfg = json.dumps(r.best_config, separators=(",", ":")) if r.best_config else "-"
+        lines.append(f"{r.op:14s} {r.dtype:5s} {json.dumps(r.bucket, separators=(',', ':'))[:28]:28s} {cfg[:44]:44s} "
+                     f"{lat:>11s} {sp:>10s}  {status}")
+    kinds = {("predicted (model)" if not r.measured else f"measured ({r.backend})") for r in results}
+    lines.append("latency: " + ", ".join(sorted(kinds)) + "; each row's config was re-verified by the harness")
+    return "\n".join(lines)
