@@ -138,6 +138,10 @@ class Worker:
         with open(path, "w") as f:
             f.write(h["source"])
         self.audit = _Audit(name)
+        if os.environ.get("TRITON_INTERPRET") == "1":
+            from .interpreter_fixes import patch_bf16_dot
+
+            patch_bf16_dot()
         self.audit.install_launch_hooks()
         self.audit.install_thread_hooks()
         try:
