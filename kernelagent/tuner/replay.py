@@ -324,3 +324,19 @@ def run_replay_search(path: str | os.PathLike, trials: int, seed: int | None = N
         "recorded_configs": len(space.entries), "feasible_configs": len(space.feasible()),
         "note": res.note,
     }
+
+
+def describe_replay_result(r: Mapping[str, Any]) -> str:
+    """The human-readable lines for ``kernelagent tune --replay`` without ``--json``."""
+    if r["best_config"] is None:
+        return f"no feasible configuration found in {r['trials_used']} measurements of {r['file']}"
+    lines = [
+        f"replay of {r['file']} ({r['device'] or 'device not recorded'}; recorded measurements, no GPU used)",
+        f"best found  {r['best_latency_s'] * 1e6:.2f} us  {json.dumps(r['best_config'])}",
+        f"optimum     {r['optimum_latency_s'] * 1e6:.2f} us  {json.dumps(r['optimum_config'])}",
+        f"ratio {r['ratio_to_optimum']:.3f} (best found / optimum) after {r['trials_used']} measurements "
+        f"of {r['feasible_configs']} feasible configs; sampler {r['sampler']}, policy {r['policy']}, seed {r['seed']}",
+    ]
+    if r.get("note"):
+        lines.append(f"note: {r['note']}")
+    return "\n".join(lines)

@@ -19,22 +19,26 @@ Strategy (``sampler="auto"``):
 * otherwise ``tpe+local``: Optuna's TPE (``multivariate=True, group=True``, ``constant_liar``,
   10 random start-up trials; a-priori infeasible trials reported as constraint violations)
   explores for the first ``explore_fraction`` = 30 % of the budget (warm-start configs count),
-  then a best-first local search spends the rest. It measures the unmeasured configs one
-  parameter away from the ``local_top`` = 3 best configs that differ pairwise in ≥ 2
-  parameters: one step along the ordered values around all three first, then two steps, and
-  so on, so it refines near the incumbent before it jumps over worse values in between.
+  then a best-first local search spends the rest, around the ``local_top`` = 3 best configs
+  that differ pairwise in ≥ 2 parameters (the seeds). Its proposals alternate between (a) the
+  nearest unmeasured config one parameter away from a seed (one step along the ordered values
+  around all seeds first, then two steps, …) and (b) among all configs one parameter away from
+  a seed, the one a ridge-regressed additive model of log-latency (one-hot values, λ = 0.1)
+  rates fastest: (a) refines valleys, (b) jumps over worse values in between (block sizes that
+  are multiples of a 64-wide wavefront, say).
 
   Chosen by measurement (``benchmarks/bench_search.py``, ``docs/BENCHMARKS.md``; six recorded
-  convolution spaces, median best/optimum after 100 measurements over 10 seeds): TPE alone
-  (1.21-1.54) and Optuna's default TPE were no better than random search (1.13-1.60), because
-  the last few percent sit in narrow valleys (on A100 one config is within 5 % of the
-  optimum). TPE + this local phase reached 1.00-1.03 on A100, A4000, A6000 and W7800 but only
-  1.25 (MI250X) and 1.20 (W6600), where the fast region (block sizes that are multiples of the
-  64-wide wavefront) is rarely sampled in 30 explorations. Variants measured and rejected:
-  radius-1-only local search (1.04-1.52, stuck on the AMD spaces), random instead of TPE
-  exploration (geomean slightly worse, A100 1.13-1.32), 20-50 % exploration, interleaving
-  sampler proposals into the local phase. GP and CMA-ES need scipy / cmaes, which are not
-  project dependencies, so they were not measured.
+  convolution spaces, median best/optimum after 100 measurements, 10 and 20 seeds): TPE
+  (multivariate, group) alone and Optuna's default TPE were no better than random search
+  (1.13-1.60): the last few percent sit in narrow valleys (on A100 only the optimum itself is
+  within 5 %). TPE + the local phase reaches ≤ 1.04 on A4000, A6000, MI250X and W7800, about
+  1.0-1.07 on A100 (the optimum or the second-best config, by seed), and stays at 1.20 on
+  W6600, whose four fast configs form an isolated basin. Measured and rejected: radius-1-only
+  local search (stuck at 1.2-1.5 on the AMD spaces), distance order alone (same medians, one
+  MI250X seed at 14.9×), model order alone (1.18-1.24 on A4000/A6000), random instead of TPE
+  exploration, 20-50 % exploration, interleaving sampler proposals into the local phase, and
+  Thompson-sampled pairwise-interaction models over the whole space. GP and CMA-ES need
+  scipy / cmaes, which are not project dependencies, so they were not measured.
 
 Resume and many workers. Every trial carries its config key and measurement as user attrs, so
 the study in storage *is* the measurement cache: re-running with the same storage and study
@@ -202,7 +206,7 @@ def _storage(storage):
     if isinstance(storage, str):
         if storage == ":memory:":
             return optuna.storages.InMemoryStorage()
-        storage = _with_installed_driver(storage)
+        storage = normalize_storage_url(storage)
         sqlite = storage.startswith("sqlite")
         for attempt in range(3):
             try:
@@ -210,16 +214,20 @@ def _storage(storage):
                     storage, engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None)
                 break
             except Exception as e:  # bad URL, missing driver, unreachable server
-                if attempt == 2 or "IntegrityError" not in type(e).__name__ + str(e):
+                from sqlalchemy.exc import DBAPIError
+
+                # Two workers creating the schema at once collide (table exists, unique key);
+                # the loser retries and finds the schema made. Other errors fail at once.
+                if attempt == 2 or not isinstance(e, DBAPIError):
                     raise BadInput(f"cannot open Optuna storage {_redact(storage)}: {e}") from e
-                time.sleep(0.5 + attempt)  # another worker was creating the schema at the same moment
+                time.sleep(0.5 + attempt)
         if sqlite:
             _serialize_sqlite(rdb.engine)
         return rdb
     return storage
 
 
-def _with_installed_driver(url: str) -> str:
+def normalize_storage_url(url: str) -> str:
     """``postgresql://`` with the driver that is installed.
 
     SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, older versions to psycopg2; the
@@ -313,7 +321,9 @@ def select(points: Sequence[Mapping[str, Any]], policy: str) -> tuple[dict | Non
         return dict(fastest), f"policy {policy!r}: no energy measured; chose by latency"
     if policy == "energy":
         near = [p for p in with_e if p["latency_s"] <= ENERGY_LATENCY_SLACK * fastest["latency_s"]]
-        return dict(min(near or with_e, key=lambda p: (p["energy_j"], p["latency_s"]))), ""
+        if not near:
+            return dict(fastest), f"policy 'energy': no config within {ENERGY_LATENCY_SLACK}× the best latency has an energy; chose by latency"
+        return dict(min(near, key=lambda p: (p["energy_j"], p["latency_s"]))), ""
     return dict(min(with_e, key=lambda p: (p["latency_s"] * p["energy_j"], p["latency_s"]))), ""
 
 
@@ -371,6 +381,8 @@ class _Search:
         self.radius: int | None = None
         self.local_top = 3
         self.niche = 1
+        self.local_order = "mixed"
+        self.ridge = 0.1
 
     # -- what the study already holds ------------------------------------------------------
     def trials(self):
@@ -420,11 +432,14 @@ class _Search:
         return next((c for c in self._order if self.space.key(c) not in seen), None)
 
     def _local(self, trials, seen) -> Config | None:
-        """Best-first local search: the nearest unmeasured neighbour of the best configs.
+        """Best-first local search around the best configs (the seeds).
 
-        Steps of size 1 around the ``local_top`` best configs come before steps of size 2
-        around any of them, and so on, so the search refines near the incumbent first and
-        only then jumps along a parameter over values that are worse in between.
+        ``distance`` order: steps of size 1 around the ``local_top`` seeds come before steps of
+        size 2 around any of them, and so on, so the search refines near the incumbent first
+        and only then jumps along a parameter over values that are worse in between.
+        ``model`` order: among all configs one parameter away from a seed (any step), the one
+        an additive model of log-latency fitted to the measurements rates fastest.
+        ``mixed`` alternates the two.
         """
         ranked = sorted((p for p in map(_point, self.measured(trials)) if p["latency_s"] is not None),
                         key=lambda p: p["latency_s"])
@@ -435,6 +450,18 @@ class _Search:
                 break
             if all(_hamming(p["config"], q["config"]) >= self.niche for q in seeds):
                 seeds.append(p)
+        use_model = self.local_order == "model" or (  # "mixed": every other local-phase proposal
+            self.local_order == "mixed" and len(ranked) % 2 == 0)
+        if use_model:
+            cands, keys = [], set()
+            for p in seeds:
+                for c in self.space.neighbours(p["config"], self.radius):
+                    k = self.space.key(c)
+                    if k not in seen and k not in keys and self.space.check(c) is None:
+                        keys.add(k)
+                        cands.append(c)
+            if cands:
+                return self._model_pick(ranked, cands)
         for d in range(1, reach + 1):
             for p in seeds:
                 for c in self.space.neighbours(p["config"], d, exact=True):
@@ -449,6 +476,27 @@ class _Search:
                     return c
                 seen.add(k)
         return None
+
+    def _model_pick(self, ranked, cands):
+        """The candidate an additive model of log-latency (ridge, one-hot values) rates fastest."""
+        import numpy as np
+
+        free = self.space.free
+        offs = np.cumsum([0] + [len(p.values) for p in free])
+
+        def onehot(cfgs):
+            x = np.zeros((len(cfgs), int(offs[-1]) + 1))
+            x[:, -1] = 1.0
+            for j, p in enumerate(free):
+                for i, c in enumerate(cfgs):
+                    x[i, offs[j] + p.values.index(c[p.name])] = 1.0
+            return x
+
+        xa = onehot([p["config"] for p in ranked])
+        y = np.log([p["latency_s"] for p in ranked])
+        w = np.linalg.solve(xa.T @ xa + self.ridge * np.eye(xa.shape[1]), xa.T @ (y - y.mean()))
+        pred = onehot(cands) @ w
+        return cands[int(np.argmin(pred))]
 
     # -- one trial -------------------------------------------------------------------------
     def step(self) -> bool:
@@ -563,7 +611,7 @@ def run_search(space: SearchSpace, measure: Measure, *, budget: int, study_name:
                seed: int | None = None, sampler: str = "auto", policy: str = "latency",
                default_config: Mapping[str, Any] | None = None, warm_start: Sequence[Mapping[str, Any]] = (),
                explore_fraction: float = 0.3, n_startup_trials: int = 10, local_radius: int | None = None,
-               local_top: int = 3, local_niche: int = 2,
+               local_top: int = 3, local_niche: int = 2, local_order: str = "mixed", ridge: float = 0.1,
                stale_after_s: float = 3600.0, poll_s: float = 0.05) -> SearchResult:
     """Spend up to ``budget`` measurements finding the best config; see the module docstring.
 
@@ -589,6 +637,7 @@ def run_search(space: SearchSpace, measure: Measure, *, budget: int, study_name:
                                 sampler=make_sampler(kind, seed, n_startup_trials), load_if_exists=True)
     search = _Search(space, measure, study, budget, kind, seed, explore_fraction, stale_after_s, poll_s)
     search.radius, search.local_top, search.niche = local_radius, local_top, local_niche
+    search.local_order, search.ridge = local_order, ridge
     _fail_orphans(study)
     if not study.get_trials(deepcopy=False) and kind != "exhaustive":
         for c in ([default_config] if default_config else []) + list(warm_start):
