@@ -503,7 +503,8 @@ def _run_worker(reqs: Sequence[CompileRequest], timeout: float) -> list[CompileR
     import queue
     import threading
 
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    # KERNELAGENT_INTERPRET too: importing kernelagent.kernels turns it into TRITON_INTERPRET.
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "KERNELAGENT_INTERPRET")}
     out: list[CompileReport] = []
     pending = list(reqs)
     while pending:
