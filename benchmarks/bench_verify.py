@@ -62,13 +62,20 @@ def main() -> None:
     s = io.StringIO()
     pstats.Stats(prof, stream=s).sort_stats("cumulative").print_stats(12)
     stats = pstats.Stats(prof)
-    buckets = {"waiting on the worker (candidate runs, incl. its start-up)": 0.0, "parent: reference + compare": 0.0,
-               "parent: hypothesis": 0.0}
-    for (file, _, func), (_, _, tt, ct, _) in stats.stats.items():
-        if func in ("select", "poll") :
-            buckets["waiting on the worker (candidate runs, incl. its start-up)"] += tt
-        elif file.endswith("compare.py") and func == "compare":
-            buckets["parent: reference + compare"] += ct
+
+    def cum(file_suffix: str, func: str) -> float:
+        return sum(ct for (f, _, fn), (_, _, _, ct, _) in stats.stats.items() if f.endswith(file_suffix) and fn == func)
+
+    total = cum("harness/verify.py", "verify")
+    search = cum("harness/verify.py", "_property_search")
+    calls = cum("harness/sandbox.py", "request") - cum("harness/verify.py", "_load_request")
+    parent = cum("harness/verify.py", "_judge") + cum("harness/verify.py", "reference")
+    buckets = {
+        "worker start + candidate import (sandbox, python, torch, triton)": total - search,
+        "candidate calls in the worker (2 per example, Triton interpreter)": calls,
+        "parent: float64 reference + native reference + comparison": parent,
+        "hypothesis and encoding": max(0.0, search - calls - parent),
+    }
     result = {
         "what": f"wall time of one `verify {a.op}` (its own kernel.py), end to end through the Python API",
         "measured": True, "machine": f"{platform.node()} {os.cpu_count()} cores, {platform.processor() or platform.machine()}",
