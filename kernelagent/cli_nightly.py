@@ -1,8 +1,8 @@
 """``kernelagent nightly``: re-verify and re-measure the tuned library, gate regressions, write a report.
 
 Exit codes: 0 healthy; 1 a failed verification, a broken or stale entry, or a regression (each
-named on stderr and in the report); 2 bad input (unknown op, bad --measure file, --retune where
-this build cannot re-tune); 3 environment (--gpu with no GPU or no NVML). ``--json`` prints
+named on stderr and in the report); 2 bad input (unknown op, bad --measure file); 3 environment (--gpu or --retune with no GPU or no
+NVML). ``--json`` prints
 ``results.json`` on stdout; progress goes to stderr. See docs/NIGHTLY.md.
 """
 
@@ -43,8 +43,7 @@ def nightly_command(
     timeout: float = typer.Option(600.0, "--timeout", help="Wall-clock limit per verification, seconds."),
     default: bool = typer.Option(True, "--default/--no-default", help="Also verify each op's default heuristic "
                                  "(what runs where no entry matches)."),
-    retune: bool = typer.Option(False, "--retune", help="Re-tune what regressed (not available in this build: the "
-                                "tuner has no op-level entry point yet; exits 2)."),
+    retune: bool = typer.Option(False, "--retune", help="GPU mode: re-tune each regressed entry and update the library only if the new config is verified and faster than the stored one re-measured today."),
     sessions: int = typer.Option(7, "--sessions", help="GPU: measurement sessions per item; each gives latency "
                                  "samples and one energy window (7: the fewest that let the energy gate fire at "
                                  "0.99 against a stored median)."),

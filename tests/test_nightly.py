@@ -211,12 +211,53 @@ def test_bad_input_exits_2(tmp_path):
     bad.write_text(json.dumps({"format": "something-else"}))
     for args, needle in ((["--ops", "no_such_op"], "unknown op"),
                          (["--measure", f"replay:{bad}"], "kernelagent-nightly-samples"),
-                         (["--measure", "bogus"], "--measure"),
-                         (["--retune"], "not available in this build")):
+                         (["--measure", "bogus"], "--measure")):
         code, _, err = cli("nightly", "--cpu", "--no-default", "--library", tmp_path / "empty",
                            "--history", tmp_path / "h.db", "--out", tmp_path / "out", *args)
         assert code == 2, (args, err)
         assert needle in err, (args, err)
+
+
+def test_retune_needs_the_gpu_mode(tmp_path):
+    code, _, err = cli("nightly", "--cpu", "--no-default", "--retune", "--library", tmp_path / "empty",
+                       "--history", tmp_path / "h.db", "--out", tmp_path / "out")
+    assert code == 3 and "--retune" in err and "GPU" in err
+
+
+def test_retune_writes_only_a_verified_and_faster_result():
+    from types import SimpleNamespace
+
+    from kernelagent.nightly.run import NightlyOptions, retune_item
+    from kernelagent.tuner.tune import TuneResult
+
+    item = SimpleNamespace(op="softmax", sku="h100-sxm", dtype="bf16", name="softmax/h100-sxm bf16 cols=4096",
+                           evidence={"case": {"batch": 0, "rows": 4096, "cols": 4096}})
+    samples = {"latency_us": [20.0, 21.0, 19.0], "case": None}
+    calls = []
+
+    def fake_tune(new_latency_us, verified=True):
+        def tune(**kw):
+            calls.append(kw)
+            assert kw["cases"] == {"softmax": [item.evidence["case"]]} and kw["measure"] == "gpu"
+            res = TuneResult(op="softmax", sku="h100-sxm", dtype="bf16", bucket={"cols": 4096}, backend="gpu",
+                             measured=True, policy="latency", sampler="tpe+local", trials_used=8, study="s",
+                             best_config={"BLOCK_N": 2048, "num_warps": 8}, latency_us=new_latency_us,
+                             verified=verified)
+            if verified and kw["accept"](res):  # what tune() does before writing
+                res.library_action = "replaced"
+            return [res]
+        return tune
+
+    opts = NightlyOptions()
+    faster = retune_item(item, samples, opts, 1, lambda m: None, tune_fn=fake_tune(15.0))
+    assert faster["status"] == "updated" and faster["stored_config_today_us"] == 20.0
+    same = retune_item(item, samples, opts, 1, lambda m: None, tune_fn=fake_tune(19.5))  # within the 5 % effect
+    assert same["status"] == "not-updated"
+    unverified = retune_item(item, samples, opts, 1, lambda m: None, tune_fn=fake_tune(5.0, verified=False))
+    assert unverified["status"] == "not-updated"
+    no_case = retune_item(SimpleNamespace(**{**vars(item), "evidence": {}}), {"latency_us": [1.0]}, opts, 1,
+                          lambda m: None, tune_fn=fake_tune(0.5))
+    assert no_case["status"] == "skipped" and len(calls) == 3
 
 
 # ---------------------------------------------------------------------------------------------

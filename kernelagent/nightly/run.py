@@ -49,6 +49,7 @@ class NightlyOptions:
     timeout: float = 600.0                     # per verification, seconds
     include_default: bool = True               # also verify each op's default heuristic
     retune: bool = False
+    retune_trials: int = 32                    # measurements per re-tuned entry
     sessions: int = 7                          # GPU: harness.measure calls per item (one energy window each)
     energy_window_s: float = 5.0               # GPU: each energy window, seconds (5 s: ~4 % quantisation)
     policy: gatelib.GatePolicy = field(default_factory=lambda: gatelib.GatePolicy(noise_floor=0.5))
@@ -74,14 +75,13 @@ def run_nightly(opts: NightlyOptions, log: Callable[[str], None] = _stderr) -> d
     unknown = [o for o in ops if o not in op_names()]
     if unknown:
         raise BadInput(f"unknown op(s) {', '.join(unknown)}; registered ops: {', '.join(op_names())}")
-    if opts.retune:  # kernelagent.tuner has search.run_search and the replay backend, no op-level tune yet
-        raise BadInput("--retune is not available in this build: kernelagent.tuner offers no op-level tuning "
-                       "entry point yet (only the search over recorded spaces). Run without --retune; "
-                       "regressions are still reported")
     if opts.examples is not None and opts.examples < 1:
         raise BadInput("--examples must be at least 1")
 
     mode, sku = _resolve_mode(opts.mode)
+    if opts.retune and mode != "gpu":
+        raise EnvironmentProblem("--retune re-tunes regressed entries by measuring on this machine's GPU: it needs "
+                                 "the GPU mode (a CUDA GPU with NVML); regressions are still reported without it")
     measurer, measure_label = _measurer(opts, mode, sku)
     from .environment import environment
 
@@ -111,7 +111,10 @@ def run_nightly(opts: NightlyOptions, log: Callable[[str], None] = _stderr) -> d
     rows = []
     try:
         for i, item in enumerate(items, 1):
-            rows.append(_check_item(item, i, len(items), opts, seed, verdicts, measurer, sku, log))
+            row = _check_item(item, i, len(items), opts, seed, verdicts, measurer, sku, log)
+            if opts.retune and row["status"] == "regression":
+                row["retune"] = retune_item(item, row.get("_samples") or {}, opts, seed, log)
+            rows.append(row)
     finally:
         if measurer is not None and hasattr(measurer, "close"):
             measurer.close()
@@ -130,6 +133,38 @@ def run_nightly(opts: NightlyOptions, log: Callable[[str], None] = _stderr) -> d
         taken = [MeasuredSamples(**r["_samples"]) for r in rows if r.get("_samples")]
         save_recording(Path(opts.out) / "samples.json", taken, device=env["device"], sku=env["sku"], environment=env)
     return doc
+
+
+def retune_item(item, samples: dict, opts: NightlyOptions, seed: int, log: Callable[[str], None],
+                tune_fn: Callable[..., Any] | None = None) -> dict:
+    """Re-tune one regressed entry on this GPU at its recorded case; the library is updated
+    only if the new config is verified (tune re-verifies before writing) and faster than the
+    stored config re-measured today (the regressed samples' median)."""
+    import statistics
+
+    if tune_fn is None:
+        from ..tuner.tune import tune as tune_fn
+    case = samples.get("case") or (item.evidence or {}).get("case")
+    if not case:
+        return {"status": "skipped", "reason": "the entry records no case (shape) to tune at"}
+    current_us = statistics.median(samples["latency_us"]) if samples.get("latency_us") else None
+    if current_us is None:
+        return {"status": "skipped", "reason": "no re-measured latency to beat"}
+
+    def better(res) -> bool:
+        return res.latency_us is not None and res.latency_us < current_us * (1 - opts.policy.min_effect)
+
+    results = tune_fn(sku_id=item.sku, ops=[item.op], dtypes=[item.dtype], cases={item.op: [case]},
+                      measure="gpu", write=True, accept=better, library_dir=opts.library, seed=seed,
+                      trials=opts.retune_trials, verify_examples=opts.examples or 8)
+    res = results[0]
+    out = {"status": "updated" if res.library_action in ("added", "replaced") else "not-updated",
+           "stored_config_today_us": current_us, "new_config": res.best_config, "new_latency_us": res.latency_us,
+           "verified": res.verified, "library_action": res.library_action, "trials": res.trials_used,
+           "note": res.note or res.verify_detail[:300]}
+    log(f"  retune {item.name}: {out['status']} (today {current_us:.2f} us; new {res.latency_us} us, "
+        f"config {res.best_config})")
+    return out
 
 
 def _resolve_mode(requested: str):

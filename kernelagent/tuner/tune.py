@@ -97,7 +97,8 @@ def parse_backend(measure: str | None, *, cuda: bool) -> tuple[str, Path | None,
     return measure, None, None
 
 
-def plan(ops: Sequence[str], dtypes: Sequence[str] | None, max_cases: int | None = None) -> list[TuneTask]:
+def plan(ops: Sequence[str], dtypes: Sequence[str] | None, max_cases: int | None = None,
+         cases: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> list[TuneTask]:
     """Every (op, dtype, bench case) to tune. Unknown ops are a BadInput naming the known ones."""
     from ..kernels import UnknownOpError, get_opspec
     from ..kernels._configs import bucket_of
@@ -113,7 +114,8 @@ def plan(ops: Sequence[str], dtypes: Sequence[str] | None, max_cases: int | None
         if dtypes and not use:
             raise BadInput(f"op {op} supports dtypes {list(spec.dtypes)}; none of {list(dtypes)}")
         for dtype in use:
-            for params in list(spec.bench_cases)[:max_cases]:
+            chosen = cases[op] if cases and op in cases else spec.bench_cases
+            for params in list(chosen)[:max_cases]:
                 call = _meta_call(spec, Case(params=dict(params), dtype=dtype))
                 tasks.append(TuneTask(op, dtype, dict(params), bucket_of(spec.shape_key(call))))
     return tasks
@@ -199,7 +201,9 @@ def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, se
 def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None, trials: int = 24,
          measure: str | None = None, policy: str = "latency", storage: str | None = None,
          seed: int | None = None, library_dir: str | Path | None = None, verify_examples: int = 8,
-         write: bool = True, max_cases: int | None = None, progress: Callable[[str, int, int], None] | None = None,
+         write: bool = True, max_cases: int | None = None,
+         cases: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+         accept: Callable[[TuneResult], bool] | None = None, progress: Callable[[str, int, int], None] | None = None,
          notice: Callable[[str], None] | None = None) -> list[TuneResult]:
     import torch
 
@@ -219,7 +223,7 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
     if msg and notice:
         notice(msg)
     if backend == "gpu":
-        local = detect()
+        local, _ = detect()
         if local.id != sku.id:
             raise EnvironmentProblem(f"--measure gpu tunes the GPU in this machine ({local.id}), not {sku.id}; "
                                      f"use --sku {local.id}, or --measure model to predict for {sku.id}")
@@ -228,7 +232,7 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    tasks = plan(ops, dtypes, max_cases)
+    tasks = plan(ops, dtypes, max_cases, cases)
     if backend == "replay":
         tasks = _replay_tasks(tasks, replay_path, sku.id)
     device = torch.cuda.get_device_name() if backend == "gpu" else (
@@ -287,7 +291,9 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
             res.verify_detail += f"config {config} rejected by the harness: {verdict.reason}: {verdict.detail[:200]}\n"
         if res.verified and res.default_latency_us and res.latency_us:
             res.speedup_vs_default = res.default_latency_us / res.latency_us
-        if res.verified and write:
+        if res.verified and write and accept is not None and not accept(res):
+            res.note = (res.note + "; " if res.note else "") + "not written: the caller's acceptance test refused it"
+        elif res.verified and write:
             entry = {
                 "dtype": task.dtype, "bucket": task.bucket, "config": res.best_config,
                 "kernel_sha256": library.kernel_sha256(task.op),
