@@ -139,7 +139,7 @@ class Worker:
             f.write(h["source"])
         self.audit = _Audit(name)
         if os.environ.get("TRITON_INTERPRET") == "1":
-            from .interpreter_fixes import patch_bf16_dot
+            from ..kernels._interpreter import patch_bf16_dot
 
             patch_bf16_dot()
         self.audit.install_launch_hooks()

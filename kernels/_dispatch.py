@@ -78,6 +78,10 @@ def prepare_interpreter() -> None:
     """With ``KERNELAGENT_INTERPRET=1``, make Triton interpret kernels defined from now on."""
     if interpret_requested() and "TRITON_INTERPRET" not in os.environ:
         os.environ["TRITON_INTERPRET"] = "1"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        from ._interpreter import patch_bf16_dot
+
+        patch_bf16_dot()
 
 
 def opspec(op: str) -> OpSpec:

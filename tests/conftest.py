@@ -14,6 +14,11 @@ except Exception:  # pragma: no cover - torch is a hard dependency
 if not HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
     os.environ.setdefault("KERNELAGENT_INTERPRET", "1")
+if os.environ.get("TRITON_INTERPRET") == "1":
+    # Tests that load a kernel.py directly get the same interpreter as the worker and library.
+    from kernelagent.kernels._interpreter import patch_bf16_dot
+
+    patch_bf16_dot()
 
 
 def pytest_collection_modifyitems(config, items):

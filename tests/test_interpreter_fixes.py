@@ -28,17 +28,16 @@ def _run_bf16_dot():
 
 
 def test_bf16_dot_is_exact_products_after_the_patch():
-    from kernelagent.harness.interpreter_fixes import patch_bf16_dot
+    from kernelagent.kernels._interpreter import patch_bf16_dot
     from triton.runtime import interpreter as interp
 
     original = interp.InterpreterBuilder.create_dot
     try:
-        if getattr(original, "_kernelagent", False):  # already patched in this process
-            interp.InterpreterBuilder.create_dot = original.__wrapped__ if hasattr(original, "__wrapped__") else original
-        unpatched_err = _run_bf16_dot() if not getattr(interp.InterpreterBuilder.create_dot, "_kernelagent", False) else None
+        if getattr(original, "_kernelagent", False):  # conftest patched it: start from Triton's own
+            interp.InterpreterBuilder.create_dot = original.__wrapped__
+        unpatched_err = _run_bf16_dot()
         assert patch_bf16_dot()
         assert _run_bf16_dot() < 1e-4
-        if unpatched_err is not None:
-            assert unpatched_err > 1.0  # the interpreter bug this patch exists for
+        assert unpatched_err > 1.0  # the interpreter bug this patch exists for
     finally:
         interp.InterpreterBuilder.create_dot = original

@@ -22,11 +22,6 @@ PyTorch's blocked BLAS and exp() hands it straight to the weights. The P @ V pro
 fp32 dot with ``input_precision="ieee"``. This costs speed only for fp32; fp16/bf16 use
 tensor-core dots with fp32 accumulation.
 
-Under Triton's interpreter (TRITON_INTERPRET=1, where ``@triton.jit`` yields no JITFunction)
-``tl.dot`` multiplies bf16 bit patterns as integers (seen in triton 3.9). There, and only
-there, DOT_IN_FP32 widens bf16 tiles to fp32 first, which matches the tensor cores' exact
-products and fp32 sums; compiled kernels never see it.
-
 Self-contained on purpose: the harness verifies this file exactly as it verifies an LLM's
 candidate, so it imports only torch, triton and math.
 """
@@ -70,7 +65,7 @@ def _attention_fwd_blocks(acc, l_i, m_i, q, q_rows, q_ok, k_rows, v_rows, offs_m
                           stride_vn, stride_vd,
                           HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr,
                           CAUSAL: tl.constexpr, SCORES_FP64: tl.constexpr, D_CHUNK: tl.constexpr,
-                          DOT_PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+                          DOT_PRECISION: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """Fold key blocks [start, end) into (acc, l_i, m_i); k_rows/v_rows point at key start."""
     d_ok = offs_d[None, :] < HEAD_DIM
@@ -92,8 +87,6 @@ def _attention_fwd_blocks(acc, l_i, m_i, q, q_rows, q_ok, k_rows, v_rows, offs_m
                 k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
             else:
                 k = tl.load(k_ptrs)
-            if DOT_IN_FP32:
-                k = k.to(tl.float32)
             qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         # The launcher guarantees qk_scale > 0, so max(qk * c) = max(qk) * c (one multiply
         # per row, not per score) and a masked score of -inf gives exp2(-inf) = 0 below.
@@ -117,10 +110,7 @@ def _attention_fwd_blocks(acc, l_i, m_i, q, q_rows, q_ok, k_rows, v_rows, offs_m
             v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
         else:
             v = tl.load(v_ptrs)
-        if DOT_IN_FP32:
-            pv = tl.dot(p.to(v.dtype).to(tl.float32), v.to(tl.float32), input_precision=DOT_PRECISION)
-        else:
-            pv = tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
+        pv = tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION)
         acc = acc * alpha[:, None] + pv
         m_i = m_new
         k_rows += BLOCK_N * stride_kn
@@ -136,7 +126,7 @@ def _attention_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, qk_scale_lo, seq
                           stride_ob, stride_oh, stride_om, stride_od,
                           HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
                           SCORES_FP64: tl.constexpr, D_CHUNK: tl.constexpr,
-                          DOT_PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+                          DOT_PRECISION: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0)
     if CAUSAL:
@@ -159,8 +149,6 @@ def _attention_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, qk_scale_lo, seq
         qk_scale = tl.cast(qk_scale, tl.float64) + tl.cast(qk_scale_lo, tl.float64)
     else:
         q = tl.load(q_rows + offs_d[None, :] * stride_qd, mask=q_mask, other=0.0)
-        if DOT_IN_FP32:
-            q = q.to(tl.float32)
 
     m_i = tl.full([BLOCK_M], -float("inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
@@ -181,14 +169,14 @@ def _attention_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, qk_scale_lo, seq
         acc, l_i, m_i, q, q_rows, q_ok, k_base + keys * stride_kn, v_base + keys * stride_vn,
         offs_m, offs_n, offs_d, 0, full_end, seq_k, qk_scale,
         stride_qd, stride_kn, stride_kd, stride_vn, stride_vd,
-        HEAD_DIM, BLOCK_D, False, CAUSAL, SCORES_FP64, D_CHUNK, DOT_PRECISION, DOT_IN_FP32,
+        HEAD_DIM, BLOCK_D, False, CAUSAL, SCORES_FP64, D_CHUNK, DOT_PRECISION,
         BLOCK_M, BLOCK_N)
     keys = keys + full_end
     acc, l_i, m_i = _attention_fwd_blocks(
         acc, l_i, m_i, q, q_rows, q_ok, k_base + keys * stride_kn, v_base + keys * stride_vn,
         offs_m, offs_n, offs_d, full_end, end, seq_k, qk_scale,
         stride_qd, stride_kn, stride_kd, stride_vn, stride_vd,
-        HEAD_DIM, BLOCK_D, True, CAUSAL, SCORES_FP64, D_CHUNK, DOT_PRECISION, DOT_IN_FP32,
+        HEAD_DIM, BLOCK_D, True, CAUSAL, SCORES_FP64, D_CHUNK, DOT_PRECISION,
         BLOCK_M, BLOCK_N)
 
     out = acc / l_i[:, None]
@@ -304,7 +292,6 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
         HEAD_DIM=head_dim, BLOCK_D=block_d, CAUSAL=bool(causal),
         SCORES_FP64=q.dtype == torch.float32, D_CHUNK=d_chunk,
         DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        DOT_IN_FP32=interpreted and q.dtype == torch.bfloat16,
         BLOCK_M=block_m, BLOCK_N=block_n,
         num_warps=int(cfg["num_warps"]), num_stages=int(cfg["num_stages"]),
     )

@@ -10,11 +10,6 @@ harness compares with a float64 oracle. Row and column indices of a and b wrap m
 so the loads inside the K loop need no M/N masks (the wrapped rows are never stored); only a
 ragged K tail is masked, and only when K is not a multiple of BLOCK_K.
 
-Under Triton's interpreter (TRITON_INTERPRET=1, where ``@triton.jit`` yields no JITFunction)
-``tl.dot`` multiplies bf16 bit patterns as integers (seen in triton 3.9). There, and only
-there, DOT_IN_FP32 widens bf16 tiles to fp32 before the dot, which gives the same
-exact-products, fp32-sum result the tensor cores give; compiled kernels never see it.
-
 Batched inputs may broadcast: a (B, M, K) with b (K, N), or a (M, K) with b (B, K, N), use a
 batch stride of 0 for the 2-D operand. Any strides work, including transposed views.
 
@@ -37,7 +32,7 @@ def _matmul_fwd_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, M, N, K,
                        stride_bb, stride_bk, stride_bn,
                        stride_cb, stride_cm, stride_cn, stride_bias,
                        HAS_BIAS: tl.constexpr, ACTIVATION: tl.constexpr, EVEN_K: tl.constexpr,
-                       DOT_PRECISION: tl.constexpr, DOT_IN_FP32: tl.constexpr,
+                       DOT_PRECISION: tl.constexpr,
                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                        GROUP_M: tl.constexpr):
     pid = tl.program_id(0)
@@ -70,9 +65,6 @@ def _matmul_fwd_kernel(a_ptr, b_ptr, bias_ptr, c_ptr, M, N, K,
             k_left = K - kb * BLOCK_K
             a = tl.load(a_ptrs, mask=offs_k[None, :] < k_left, other=0.0)
             b = tl.load(b_ptrs, mask=offs_k[:, None] < k_left, other=0.0)
-        if DOT_IN_FP32:
-            a = a.to(tl.float32)
-            b = b.to(tl.float32)
         acc = tl.dot(a, b, acc, input_precision=DOT_PRECISION)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
@@ -182,7 +174,6 @@ def matmul(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
         stride_cb, c.stride(-2), c.stride(-1), bias.stride(0) if bias is not None else 0,
         HAS_BIAS=bias is not None, ACTIVATION=ACTIVATIONS[activation], EVEN_K=K % block_k == 0,
         DOT_PRECISION="ieee" if a.dtype == torch.float32 else "tf32",
-        DOT_IN_FP32=interpreted and a.dtype == torch.bfloat16,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, GROUP_M=int(cfg["GROUP_M"]),
         num_warps=int(cfg["num_warps"]), num_stages=int(cfg["num_stages"]),
     )

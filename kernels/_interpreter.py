@@ -1,6 +1,8 @@
-"""Corrections to Triton's CPU interpreter, applied in the worker before a candidate loads.
+"""Corrections to Triton's CPU interpreter, applied wherever kernels are interpreted: the
+harness's sandboxed worker, the library's ``KERNELAGENT_INTERPRET=1`` mode, and the test lane.
 
-The CPU lane must not reject a kernel that is correct on a GPU. Triton's interpreter stores
+A kernel correct on a GPU must be correct in the interpreter, without special cases in the
+kernel itself. Triton's interpreter stores
 bf16 as uint16 and its ``create_dot`` multiplies those bit patterns as integers (errors ~1e10),
 so any bf16 ``tl.dot`` looks wrong. Widening bf16 operands to fp32 before the product gives
 the exact products that tensor cores compute, accumulated in fp32 as on the GPU.
@@ -33,5 +35,6 @@ def patch_bf16_dot() -> bool:
         return original(self, widen(a), widen(b), d, *args, **kwargs)
 
     create_dot._kernelagent = True
+    create_dot.__wrapped__ = original
     builder.create_dot = create_dot
     return True
