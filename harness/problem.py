@@ -12,7 +12,6 @@ import ast
 import copy
 import hashlib
 import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,10 +99,12 @@ class ProblemTarget:
             native = model(*call.args)
             try:
                 m64 = copy.deepcopy(model).double()
-                args64 = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in call.args]
-                ref64 = m64(*args64)
-                return ref64, native, True
-            except Exception:
+            except (RuntimeError, TypeError):  # a module that cannot be cast
+                return native.double(), native, False
+            args64 = [a.double() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in call.args]
+            try:
+                return m64(*args64), native, True
+            except (RuntimeError, NotImplementedError, TypeError):  # an op without a float64 kernel
                 return native.double(), native, False
 
     tolerance = PROBLEM_TOLERANCE
@@ -114,7 +115,3 @@ class ProblemTarget:
 
 def is_problem_path(target: str) -> bool:
     return target.endswith(".py") or "/" in target or Path(target).is_file()
-
-
-def _cleanup(name: str) -> None:  # pragma: no cover - module hygiene
-    sys.modules.pop(name, None)

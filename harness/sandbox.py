@@ -209,7 +209,7 @@ class SandboxedWorker:
             for f in (self.proc.stdin, self.proc.stdout):
                 try:
                     f.close()
-                except Exception:
+                except OSError:  # a pipe the dead worker left half-written
                     pass
         self._stderr_file.close()
         shutil.rmtree(self._private, ignore_errors=True)

@@ -30,7 +30,6 @@ FORBIDDEN_ATTRS = {
     "numpy", "__array__", "cpp_extension", "load_inline", "_C", "ops", "Stream", "set_stream",
     "__setattr__", "f_back", "f_locals", "f_globals", "gi_frame",
 }
-COMPUTE_MODULES = {"torch", "F", "nn", "functional"}
 
 
 def _dotted(node: ast.AST) -> str:
@@ -114,8 +113,6 @@ def check_candidate(source: str, entry: str | None = None, *, model_class: str |
                     bad(Reason.FORBIDDEN, f"class {node.name} subclasses torch.Tensor (lazy/deferred results)", node)
                 if forbid_subclass_of and bname == forbid_subclass_of:
                     bad(Reason.PYTORCH_FALLBACK, f"class {node.name} inherits the reference {bname}", node)
-        elif isinstance(node, ast.Global) or isinstance(node, ast.Nonlocal):
-            pass
 
     if not jit_defs:
         bad(Reason.NO_KERNEL, "no @triton.jit kernel is defined")

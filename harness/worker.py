@@ -246,8 +246,6 @@ class Worker:
 
 
 def _digest(t) -> str:
-    import torch
-
     c = t.detach()
     if c.device.type != "cpu":
         c = c.cpu()

@@ -50,7 +50,7 @@ def verify(
         except json.JSONDecodeError as e:
             raise BadInput(f"--config is not valid JSON ({e}); example: --config '{{\"BLOCK_N\": 1024}}'")
     verdict = run_verify(target, candidate.read_text(), examples=examples, seed=seed, timeout=timeout,
-                         config=cfg, candidate_name=candidate.name, progress=not json_out)
+                         config=cfg, candidate_name=candidate.name)
     if json_out:
         typer.echo(verdict.dumps())
     else:

@@ -336,9 +336,9 @@ class _ConfigFile:
     data: dict
 
 
-def _config_files(op: str, sku_dir: Path | None) -> list[_ConfigFile]:
+def _config_files(op: str, sku_dir: Path | None, extra_dirs: tuple[Path, ...] = ()) -> list[_ConfigFile]:
     files = []
-    for i, d in enumerate(config_dirs(op)):
+    for i, d in enumerate([*extra_dirs, *config_dirs(op)]):
         if not d.is_dir():
             continue
         for path in sorted(d.glob("*.json")):
@@ -425,6 +425,30 @@ def resolve(op: str, dtype: str, shape_key: Mapping[str, Any],
     with _lock:
         _resolve_cache[cache_key] = result
     return result
+
+
+def case_bucket(op: str, params: Mapping[str, Any], dtype: str) -> dict:
+    """The bucket a Case of ``op`` lands in, computed on meta tensors (no memory, no values)."""
+    import torch
+
+    from .spec import Case
+
+    spec = get_opspec(op)
+    with torch.device("meta"):
+        call = spec.build(Case(params=dict(params), dtype=dtype))
+    return bucket_of(spec.shape_key(call))
+
+
+def best_recorded(op: str, sku: str, dtype: str, bucket: Mapping[str, Any],
+                  extra_dirs: tuple[Path, ...] = ()) -> dict | None:
+    """The entry ``resolve`` would pick from ``sku``'s own files (measured before predicted,
+    nearest bucket, stale kernel hashes skipped), or None. For warm starts across SKUs."""
+    files = [f for f in _config_files(op, None, extra_dirs) if f.sku == sku]
+    for measured in (True, False):
+        found = _best_in_tier(files, op, dtype, dict(bucket), measured)
+        if found is not None:
+            return found[1]
+    return None
 
 
 def clear_caches() -> None:

@@ -48,4 +48,10 @@ def test_redteam_candidate(path: Path):
     else:
         assert not verdict.verified, f"{path.name} ({meta['taxonomy']}) was verified"
         assert verdict.reason in expect, f"{path.name}: got {verdict.reason} ({verdict.detail[:300]}), expected {expect}"
-    assert os.getpid() > 0  # still here
+    # This process survived (we are here), and the candidate left nothing running under it.
+    assert _children() == [], f"{path.name} left processes behind: {_children()}"
+
+
+def _children() -> list[int]:
+    me = os.getpid()
+    return [int(c) for c in Path(f"/proc/{me}/task/{me}/children").read_text().split()]

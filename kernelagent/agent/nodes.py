@@ -169,7 +169,7 @@ class Nodes:
         timeout = max(5.0, min(float(s["verify_timeout"]), float(c["seconds_left"])))
         verdict = self.deps.verifier(c["target"], c["source"], examples=s.get("examples"), seed=int(s["seed"]),
                                      timeout=timeout, config=None,
-                                     candidate_name=f"candidate_r{c['round']}_c{c['slot']}.py", progress=False)
+                                     candidate_name=f"candidate_r{c['round']}_c{c['slot']}.py")
         return {"verdict": verdict.to_json() if hasattr(verdict, "to_json") else dict(verdict)}
 
     def analyse(self, c: CandidateState) -> dict:

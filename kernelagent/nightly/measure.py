@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 
 from ..errors import EnvironmentProblem
-from ..kernels._configs import bucket_of
+from ..kernels._configs import case_bucket  # noqa: F401 - re-exported for run.py
 from ..kernels.registry import get_opspec
 from ..kernels.spec import Case
 from .inventory import LibraryItem, current_kernel
@@ -44,16 +44,6 @@ def representative_case(item: LibraryItem) -> tuple[dict | None, str]:
             return dict(params), ""
     return None, (f"no bench case of {item.op} falls in bucket {item.bucket} and the entry's evidence has no "
                   "'case': nothing representative to measure")
-
-
-def case_bucket(op: str, params: dict, dtype: str) -> dict:
-    """The bucket a Case lands in, computed on meta tensors (no memory, no values)."""
-    import torch
-
-    spec = get_opspec(op)
-    with torch.device("meta"):
-        call = spec.build(Case(params=params, dtype=dtype))
-    return bucket_of(spec.shape_key(call))
 
 
 def case_cost(op: str, params: dict, dtype: str) -> tuple[float, float]:

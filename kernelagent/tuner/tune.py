@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 import platform
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -101,8 +99,7 @@ def plan(ops: Sequence[str], dtypes: Sequence[str] | None, max_cases: int | None
          cases: Mapping[str, Sequence[Mapping[str, Any]]] | None = None) -> list[TuneTask]:
     """Every (op, dtype, bench case) to tune. Unknown ops are a BadInput naming the known ones."""
     from ..kernels import UnknownOpError, get_opspec
-    from ..kernels._configs import bucket_of
-    from ..kernels.spec import Case
+    from ..kernels._configs import case_bucket
 
     tasks = []
     for op in ops:
@@ -116,14 +113,8 @@ def plan(ops: Sequence[str], dtypes: Sequence[str] | None, max_cases: int | None
         for dtype in use:
             chosen = cases[op] if cases and op in cases else spec.bench_cases
             for params in list(chosen)[:max_cases]:
-                call = _meta_call(spec, Case(params=dict(params), dtype=dtype))
-                tasks.append(TuneTask(op, dtype, dict(params), bucket_of(spec.shape_key(call))))
+                tasks.append(TuneTask(op, dtype, dict(params), case_bucket(op, params, dtype)))
     return tasks
-
-
-def _meta_call(spec, case):
-    """The op's call for a case, built small where only shapes matter (the shape key)."""
-    return spec.build(case)
 
 
 def _versions(device: str) -> dict:
@@ -135,28 +126,14 @@ def _versions(device: str) -> dict:
 
 
 def _nearest_warm_start(op: str, sku, dtype: str, bucket: dict, library_dir) -> list[dict]:
-    """Best configs recorded for this op and dtype on the three most similar SKUs (nearest
-    bucket each, measured before predicted, stale kernel hashes skipped)."""
-    from ..kernels import _configs
+    """Best configs recorded for this op and dtype on the three most similar SKUs."""
+    from ..kernels._configs import best_recorded
     from ..sku import load_skus, rank_similar
 
-    dirs = ([Path(library_dir).expanduser() / op / "configs"] if library_dir else []) + list(_configs.config_dirs(op))
-    current = _configs.kernel_sha256(op)
-    out = []
-    for other in rank_similar(sku, [s for s in load_skus().values() if s.id != sku.id])[:3]:
-        best = None
-        for d in dirs:
-            data = _configs.load_file(d / f"{other.id}.json", op) if (d / f"{other.id}.json").is_file() else None
-            for e in (data or {}).get("entries", []):
-                dist = _configs.bucket_distance(e["bucket"], bucket)
-                if e["dtype"] != dtype or dist is None or e["kernel_sha256"] != current:
-                    continue
-                rank = (not e["evidence"]["measured"], dist)
-                if best is None or rank < best[0]:
-                    best = (rank, e["config"])
-        if best:
-            out.append(dict(best[1]))
-    return out
+    extra = (Path(library_dir).expanduser() / op / "configs",) if library_dir else ()
+    others = rank_similar(sku, [s for s in load_skus().values() if s.id != sku.id])[:3]
+    entries = (best_recorded(op, other.id, dtype, bucket, extra) for other in others)
+    return [dict(e["config"]) for e in entries if e]
 
 
 def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, seed: int | None,
@@ -168,7 +145,7 @@ def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, se
         def by_model(config):
             try:
                 est = model.estimate(spec, call, dict(config), sku)
-            except Exception as e:  # a config the launcher rejects (ValueError) or fails to compile
+            except (ValueError, TypeError) as e:  # the launcher rejects this config
                 return None, None, f"{type(e).__name__}: {e}"
             if not est.feasible:
                 return None, None, est.reason
@@ -210,6 +187,7 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
     from .. import library
     from ..harness.verify import verify
     from ..kernels import get_opspec, kernel_path
+    from ..kernels.spec import Case
     from ..sku import detect, get_sku
     from .search import POLICIES, SearchSpace, run_search, study_name_for
 
@@ -240,13 +218,12 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
         else f"replay of {replay_path.name}")
     versions = _versions(device)
     results = []
-    for i, task in enumerate(tasks):
+    for task in tasks:
         spec = get_opspec(task.op)
-        from ..kernels.spec import Case
-
-        call = spec.build(Case(params=task.case_params, dtype=task.dtype, seed=0))
+        # Real tensors only for backends that run or compile the kernel; replay needs none.
+        call = spec.build(Case(params=task.case_params, dtype=task.dtype, seed=0)) if backend != "replay" else None
         space = SearchSpace.from_tuning_space(spec.tuning_space, task.case_params)
-        default = spec.default_config(spec.shape_key(call))
+        default = spec.default_config(_meta_shape_key(spec, task))
         warm = _nearest_warm_start(task.op, sku, task.dtype, task.bucket, library_dir)
         objective = _objective(backend, task, spec, call, sku, replay_path, seed=seed, energy=policy != "latency")
         done = [0]
@@ -328,6 +305,15 @@ def _replay_tasks(tasks: list[TuneTask], path: Path, sku_id: str) -> list[TuneTa
         raise BadInput(f"{path} records {op} {dtype} [{meta.get('bucket')}], which is not among the requested "
                        "ops/dtypes/buckets")
     return picked[:1]
+
+
+def _meta_shape_key(spec, task: TuneTask) -> dict:
+    import torch
+
+    from ..kernels.spec import Case
+
+    with torch.device("meta"):
+        return spec.shape_key(spec.build(Case(params=task.case_params, dtype=task.dtype)))
 
 
 def format_table(results: Sequence[TuneResult]) -> str:
