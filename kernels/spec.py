@@ -222,3 +222,28 @@ def common_strategy(dtypes: Sequence[str] = ("fp32", "fp16", "bf16"),
         "scale": st.sampled_from(list(scales)),
         "seed": st.integers(0, 2**31 - 1),
     })
+
+
+# ---------------------------------------------------------------------------------------------
+# Row-wise ops (softmax, rms_norm, layer_norm): one program per row, tiled along the last dim.
+# Each op's kernel.py keeps its own copy of the default (candidates are self-contained); the
+# op tests check the two agree.
+
+
+def last_dim_key(call: Call) -> dict:
+    """Shape key of a row-wise op: the length of the last dim of its first argument."""
+    return {"cols": int(call.args[0].shape[-1])}
+
+
+def row_tile_default(key: Mapping[str, Any]) -> dict:
+    """One tile covering the row (up to 8192 lanes), with warps growing with the tile."""
+    cols = int(key["cols"])
+    block = min(1 << max(0, (max(cols, 1) - 1).bit_length()), 8192)
+    return {"BLOCK_N": block, "num_warps": 4 if block <= 2048 else 8 if block <= 4096 else 16}
+
+
+def row_tile_constraint(config: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
+    cols = params.get("cols")
+    if cols is not None and int(config["BLOCK_N"]) >= 2 * max(int(cols), 1) and int(config["BLOCK_N"]) > 64:
+        return "BLOCK_N is at least twice the row length: half the lanes would idle"
+    return None

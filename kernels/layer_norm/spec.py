@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy, generator, size_strategy, tensor
+from ..spec import (Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy, generator,
+                     last_dim_key, row_tile_constraint, row_tile_default, size_strategy, tensor)
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
@@ -43,21 +44,13 @@ def _numel(call: Call) -> int:
     return call.args[0].numel()
 
 
-def shape_key(call: Call) -> dict:
-    return {"cols": int(call.args[0].shape[-1])}
+shape_key = last_dim_key
 
 
-def default_config(key) -> dict:
-    cols = int(key["cols"])
-    block = min(1 << max(0, (max(cols, 1) - 1).bit_length()), 8192)
-    return {"BLOCK_N": block, "num_warps": 4 if block <= 2048 else 8 if block <= 4096 else 16}
+default_config = row_tile_default
 
 
-def _constraint(config, params) -> str | None:
-    cols = params.get("cols")
-    if cols is not None and int(config["BLOCK_N"]) >= 2 * max(int(cols), 1) and int(config["BLOCK_N"]) > 64:
-        return "BLOCK_N is at least twice the row length: half the lanes would idle"
-    return None
+_constraint = row_tile_constraint
 
 
 def _bytes(call: Call) -> float:

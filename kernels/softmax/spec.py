@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy, generator, size_strategy, tensor
+from ..spec import (Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy, generator,
+                     last_dim_key, row_tile_default, size_strategy, tensor)
 
 
 def reference(x: torch.Tensor) -> torch.Tensor:
@@ -36,15 +37,10 @@ def _numel(call: Call) -> int:
     return call.args[0].numel()
 
 
-def shape_key(call: Call) -> dict:
-    return {"cols": int(call.args[0].shape[-1])}
+shape_key = last_dim_key
 
 
-def default_config(key) -> dict:
-    cols = int(key["cols"])
-    block = 1 << max(0, (max(cols, 1) - 1).bit_length())
-    block = min(block, 8192)
-    return {"BLOCK_N": block, "num_warps": 4 if block <= 2048 else 8 if block <= 4096 else 16}
+default_config = row_tile_default
 
 
 OPSPEC = OpSpec(
