@@ -13,10 +13,16 @@ Isolation, strongest available first:
 Both modes: a scrubbed environment (an allowlist: no API keys or tokens), rlimits on CPU time,
 file size, open files, core dumps and (without a GPU) address space, a new session so the
 whole process group is SIGKILLed on timeout or when done, and a deadline on every reply.
+
+Each worker also inherits one shared-memory file (a sealed-against-shrinking ``memfd`` on
+Linux), the only fd it gets besides stdin/stdout/stderr: ``call`` inputs and outputs travel
+through it (see ``wire.pack_shared``). The parent only ever ``pread``s and ``pwrite``s it, never
+maps it, so nothing the worker does to it can change the parent's memory.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import resource
 import select
@@ -63,6 +69,25 @@ class Limits:
     open_files: int = 1024
     processes: int = 1024           # RLIMIT_NPROC for uid 65534 (threads count too)
     tmpfs_size: str = "1g"
+
+
+SHM_FD_ENV = "KERNELAGENT_SHM_FD"
+
+
+def _shared_file() -> int:
+    """An anonymous file for the worker's tensor bytes: a memfd (sealed so the worker cannot
+    shrink it under the parent, nor change the seals), or an unlinked temporary file."""
+    if hasattr(os, "memfd_create"):
+        flags = os.MFD_CLOEXEC | getattr(os, "MFD_ALLOW_SEALING", 0)
+        fd = os.memfd_create("kernelagent-io", flags)
+        try:
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL)
+        except (AttributeError, OSError):  # pragma: no cover - old kernel or Python
+            pass
+        return fd
+    fd, path = tempfile.mkstemp(prefix="kernelagent-io-")  # pragma: no cover - not Linux
+    os.unlink(path)
+    return fd
 
 
 class WorkerDied(Exception):
@@ -117,6 +142,8 @@ class SandboxedWorker:
         self._private = tempfile.mkdtemp(prefix="kernelagent-sbx-")
         self._drop_to_nobody = False
         self._pidns: str | None = None
+        self.shm_fd = _shared_file()
+        self.shm_size = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> dict:
@@ -125,6 +152,7 @@ class SandboxedWorker:
                    TRITON_CACHE_DIR=os.path.join(self._private, "triton"),
                    TORCHINDUCTOR_CACHE_DIR=os.path.join(self._private, "inductor"),
                    OMP_NUM_THREADS=os.environ.get("KERNELAGENT_WORKER_THREADS", "1"))
+        env[SHM_FD_ENV] = str(self.shm_fd)
         if self.device == "cpu":
             env["TRITON_INTERPRET"] = "1"
         cmd = [sys.executable, "-I", "-m", "kernelagent.harness.worker"]
@@ -143,7 +171,7 @@ class SandboxedWorker:
             env = env_setup
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr_file,
-            env=env, start_new_session=True, close_fds=True, preexec_fn=self._apply_rlimits,
+            env=env, start_new_session=True, close_fds=True, pass_fds=(self.shm_fd,), preexec_fn=self._apply_rlimits,
             cwd=self._private, bufsize=0,
         )
         os.set_blocking(self.proc.stdin.fileno(), False)
@@ -212,6 +240,9 @@ class SandboxedWorker:
                 except OSError:  # a pipe the dead worker left half-written
                     pass
         self._stderr_file.close()
+        if self.shm_fd is not None:
+            os.close(self.shm_fd)
+            self.shm_fd = None
         shutil.rmtree(self._private, ignore_errors=True)
 
     def __enter__(self):
@@ -221,8 +252,12 @@ class SandboxedWorker:
         self.close()
 
     # -- requests -------------------------------------------------------------------------------
-    def request(self, header: dict[str, Any], blobs: list[bytes] = (), *, timeout: float | None = None):
-        """Send a request and wait for the reply, within both the request and worker deadlines."""
+    def request(self, header: dict[str, Any], blobs: list[bytes] = (), *, timeout: float | None = None,
+                max_reply_bytes: int = 1 << 34):
+        """Send a request and wait for the reply, within both the request and worker deadlines.
+
+        A reply whose blobs add up to more than ``max_reply_bytes`` is refused before any of
+        them is read (the worker is killed and ``WorkerDied("crash")`` raised)."""
         assert self.proc is not None
         timeout = timeout or self.limits.reply_s
         deadline = min(time.monotonic() + timeout, self._deadline)
@@ -237,7 +272,41 @@ class SandboxedWorker:
                     continue
                 except (BrokenPipeError, OSError):
                     raise self._died()
-        return self._read(timeout)
+        return self._read(timeout, max_reply_bytes)
+
+    # -- the shared file ----------------------------------------------------------------------
+    def shm_write(self, data: bytes, offset: int = 0, *, size: int | None = None) -> None:
+        """Write ``data`` at ``offset``; grow the file to ``size`` (or the data's end) first.
+        The file never shrinks, so the worker's older mappings stay valid."""
+        need = max(offset + len(data), size or 0)
+        try:
+            if need > self.shm_size:
+                os.ftruncate(self.shm_fd, need)
+                self.shm_size = need
+            view, pos = memoryview(data), offset
+            while view:
+                n = os.pwrite(self.shm_fd, view, pos)
+                view, pos = view[n:], pos + n
+        except OSError as e:
+            raise WorkerDied("crash", f"could not write the shared inputs (did the worker tamper with the "
+                             f"shared file?): {e}") from None
+
+    def shm_read(self, offset: int, n: int) -> bytes:
+        """Exactly ``n`` bytes from ``offset``: a private copy, read once."""
+        chunks, got = [], 0
+        try:
+            while got < n:
+                b = os.pread(self.shm_fd, min(n - got, 1 << 26), offset + got)
+                if not b:
+                    break
+                chunks.append(b)
+                got += len(b)
+        except OSError as e:
+            raise WorkerDied("crash", f"could not read the shared file: {e}") from None
+        if got != n:
+            raise WorkerDied("crash", f"the shared file ends after {got} of {n} bytes at offset {offset} "
+                             "(tampered with by the worker)")
+        return b"".join(chunks)
 
     def _wait(self, fd: int, mode: str, deadline: float, timeout: float) -> None:
         while True:
@@ -251,7 +320,7 @@ class SandboxedWorker:
             if self.proc.poll() is not None and mode == "w":
                 raise self._died()
 
-    def _read(self, timeout: float):
+    def _read(self, timeout: float, max_bytes: int = 1 << 34):
         deadline = min(time.monotonic() + timeout, self._deadline)
         worker = self
 
@@ -262,7 +331,7 @@ class SandboxedWorker:
                 return os.read(fd, min(n, 1 << 24))
 
         try:
-            return read_message(_DeadlineReader(), max_bytes=1 << 34)
+            return read_message(_DeadlineReader(), max_bytes=max_bytes)
         except EOFError:
             raise self._died()
         except WireError as e:

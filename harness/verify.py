@@ -2,19 +2,26 @@
 
 Flow: static checks on the source (ast only) → one sandboxed worker per candidate → hypothesis
 draws Cases (seeds, value distributions, and for registered ops shapes, dtypes and layouts) →
-for each: the parent builds inputs, computes the float64 oracle and PyTorch's native result on
-pristine copies, sends the inputs to the worker twice (fresh output memory, different
-allocator poison), and checks type, shape, dtype, finiteness, the error budget, determinism
-and the worker's audit → the first failure is shrunk to a minimal counterexample.
+for each Case A the parent also builds B, the same Case with another seed (same shapes, other
+values), computes the float64 oracle and PyTorch's native result of both on pristine copies,
+and runs three calls in an order drawn from a secret stream: A twice and B once (ABA, AAB or
+BAA), the two A calls under different ambient state (grad mode on, then off; on CUDA the second
+on a non-default stream), each with fresh output memory and different allocator poison. Inputs
+and the output travel through a shared-memory file; after every call the parent re-reads the
+inputs there (on the CPU, input integrity is decided here, not by the worker). It checks the
+worker's audit (which can only convict), type, shape, dtype, finiteness, the error budget of A
+and of B against their own references, and that both A calls returned the same bytes → the
+first failure is shrunk to a minimal counterexample. Any malformed reply is a ``crash``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import random
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +34,7 @@ from .problem import ProblemTarget, is_problem_path
 from .sandbox import Limits, SandboxedWorker, WorkerDied
 from .static_checks import check_candidate
 from .verdict import Reason, Verdict
-from .wire import decode_tensor, encode_args
+from .wire import WIRE_DTYPES, WireError, align, encode_args, itemsize, pack_shared, tensor_from_bytes
 
 DEFAULT_EXAMPLES = 16
 SHRINK_BUDGET = 12   # extra evaluations spent shrinking a failure to a minimal counterexample
@@ -123,10 +130,12 @@ class _Run:
     worker: SandboxedWorker
     init_seed: int
     device: str
+    seed: int = 0
     evaluations: int = 0
     worst_ratio: float = 0.0
     informative: int = 0
     float64_unavailable: bool = False
+    calls: int = 0
 
 
 def verify(target, candidate_source: str, *, examples: int | None = None, seed: int | None = None,
@@ -157,7 +166,8 @@ def verify(target, candidate_source: str, *, examples: int | None = None, seed: 
         return Verdict.reject(Reason(reason), detail, duration_s=time.monotonic() - t0,
                               sandbox="not started", **base)
 
-    limits = Limits(wall_s=timeout, reply_s=max(5.0, min(timeout, 60.0)))
+    # One limit, the caller's: a reply may take as long as the whole verify is allowed to.
+    limits = Limits(wall_s=timeout, reply_s=max(1.0, timeout))
     if device == "cuda":
         limits.memory_bytes = None
     rng = torch.Generator().manual_seed(seed)
@@ -175,7 +185,7 @@ def verify(target, candidate_source: str, *, examples: int | None = None, seed: 
         if not loaded.get("ok"):
             return Verdict.reject(_reason(loaded.get("reason"), Reason.IMPORT_ERROR), str(loaded.get("detail", ""))[:4000],
                                   duration_s=time.monotonic() - t0, warnings=warnings, **base)
-        run = _Run(tgt, worker, init_seed, device)
+        run = _Run(tgt, worker, init_seed, device, seed=seed)
         failure = _property_search(run, examples, seed)
     if run.float64_unavailable:
         warnings.append("the reference could not run in float64: the budget is relative to PyTorch's "
@@ -202,7 +212,7 @@ def verify(target, candidate_source: str, *, examples: int | None = None, seed: 
 def _reason(value, default: Reason) -> Reason:
     try:
         return Reason(value)
-    except ValueError:
+    except (ValueError, TypeError):
         return default
 
 
@@ -255,77 +265,226 @@ def _property_search(run: _Run, examples: int, seed: int) -> _Outcome | None:
     return None
 
 
-def _evaluate(run: _Run, case: Case) -> _Outcome:
+@dataclass
+class _Inputs:
+    """One input set as sent to the worker, with its references and the pristine bytes."""
+
+    case: Case
+    call: Call
+    ref64: torch.Tensor
+    native: torch.Tensor
+    float64_ok: bool
+    header: dict = field(default_factory=dict)
+    image: bytes = b""               # the inputs' bytes as written at offset 0 of the shared file
+    ranges: list = field(default_factory=list)   # (start, end) of each tensor input in the file
+    out_off: int = 0
+    out_bytes: int = 0
+
+
+def _prepare(run: _Run, case: Case) -> _Inputs | None:
+    """Build the inputs and references of ``case``; None when the reference is not finite."""
     tgt = run.target
     call = tgt.build(case)
     with torch.no_grad():
         ref64, native, float64_ok = tgt.reference(call, run.init_seed)
-    run.float64_unavailable |= not float64_ok
-    if not isinstance(ref64, torch.Tensor) or not bool(torch.isfinite(ref64).all()):
-        return _Outcome("skip", case=case)
-    run.evaluations += 1
+    if not isinstance(ref64, torch.Tensor) or not isinstance(native, torch.Tensor) \
+            or not bool(torch.isfinite(ref64).all()):
+        return None
     values = list(call.args) + list(call.kwargs.values())
-    enc, (metas, blobs) = encode_args(values)
-    header = {"op": "call", "args": enc[:len(call.args)], "metas": metas,
-              "kwargs_names": list(call.kwargs), "kwargs_enc": enc[len(call.args):],
-              "poison_bytes": 4 * max(ref64.numel(), 1) * 4}
-    replies = []
-    for poison in (float("nan"), 1e30):
-        try:
-            reply, out_blobs = run.worker.request(dict(header, poison=poison), blobs)
-        except WorkerDied as e:
-            return _Outcome("fail", e.reason, e.detail, case, fatal=True)
-        replies.append((reply, out_blobs))
-        if not reply.get("ok"):
-            return _Outcome("fail", _reason(reply.get("reason"), Reason.RUNTIME_ERROR).value,
-                            str(reply.get("detail", ""))[:4000], case)
-    return _judge(run, case, ref64, native, call, replies)
+    enc, metas, image = pack_shared(values)
+    inp = _Inputs(case, call, ref64, native, float64_ok, image=image,
+                  ranges=[(m["shm"], m["shm"] + m["nbytes"]) for m in metas])
+    inp.out_off = align(len(image))
+    inp.out_bytes = native.numel() * itemsize(native.dtype)
+    inp.header = {"op": "call", "args": enc[:len(call.args)], "metas": metas,
+                  "kwargs_names": list(call.kwargs), "kwargs_enc": enc[len(call.args):],
+                  "shm_size": inp.out_off + inp.out_bytes, "out_off": inp.out_off, "out_capacity": inp.out_bytes,
+                  "poison_bytes": 4 * max(ref64.numel(), 1) * 4}
+    return inp
 
 
-def _judge(run: _Run, case: Case, ref64, native, call: Call, replies) -> _Outcome:
-    (r1, b1), (r2, b2) = replies
+def _other_inputs(run: _Run, case: Case, rng: random.Random) -> _Inputs | None:
+    """B: the same Case (shapes, dtype, layout, distribution) with other values."""
+    for _ in range(3):
+        seed = rng.randrange(2**31 - 1)
+        if seed == case.seed:
+            continue
+        other = _prepare(run, replace(case, seed=seed))
+        if other is not None:
+            return other
+    return None
 
-    def fail(reason: Reason, detail: str, ratio=None) -> _Outcome:
-        return _Outcome("fail", reason.value, detail, case, worst_ratio=ratio)
 
-    for r in (r1, r2):
-        if int(r.get("launches", 0) or 0) < 1:
-            return fail(Reason.NO_KERNEL, "no @triton.jit kernel of the candidate was launched during the call")
-        bad = r.get("bad_ops") or {}
-        if bad:
-            ops = ", ".join(f"aten.{k}×{v}" for k, v in sorted(bad.items())[:12])
-            return fail(Reason.PYTORCH_FALLBACK, f"PyTorch computed on the inputs outside the Triton kernels: {ops}")
-        if r.get("out_type") != "torch.Tensor":
-            return fail(Reason.NOT_TENSOR, f"the output is a {r.get('out_type')}, not a plain torch.Tensor")
-        if r.get("mutated_inputs"):
-            return fail(Reason.INPUT_MUTATION, f"the candidate modified its input(s) at position(s) {r['mutated_inputs']}")
-        if r.get("aliases_input"):
-            return fail(Reason.OUTPUT_REUSE, "the output shares memory with an input")
-        if r.get("reuses_previous_output"):
-            return fail(Reason.OUTPUT_REUSE, "the output reuses the memory of an earlier call's output (caching)")
-        if r.get("changed_after_return") or int(r.get("threads_added", 0) or 0) > 0:
-            return fail(Reason.DEFERRED_WRITE, "the output changed after the call returned, or the call left threads running")
-    try:
-        out1 = decode_tensor(r1["out"], b1[0])
-        out2 = decode_tensor(r2["out"], b2[0])
-    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as e:  # malformed reply: the worker's fault
-        return fail(Reason.CRASH, f"the worker returned a malformed output: {e}")
-    exp_shape, exp_dtype = tuple(ref64.shape), native.dtype
-    if tuple(out1.shape) != exp_shape:
-        return fail(Reason.SHAPE, f"output shape {tuple(out1.shape)}, expected {exp_shape}")
-    if out1.dtype != exp_dtype:
-        return fail(Reason.DTYPE, f"output dtype {DTYPE_NAMES.get(out1.dtype, out1.dtype)}, expected "
-                    f"{DTYPE_NAMES.get(exp_dtype, exp_dtype)}")
+# Calls per Case: which input set, grad mode, a non-default stream (CUDA), allocator poison.
+_SCHEDULES = ("ABA", "AAB", "BAA")
+
+
+def _evaluate(run: _Run, case: Case) -> _Outcome:
+    a = _prepare(run, case)
+    if a is None:
+        return _Outcome("skip", case=case)
+    run.float64_unavailable |= not a.float64_ok
+    run.evaluations += 1
+    # A secret stream (from the run's seed) picks B's seed and the order of the calls, so the
+    # candidate cannot tell from the call count which call repeats an earlier one.
+    rng = random.Random(f"{run.seed}/{case.seed}/{case.describe()}")
+    b = _other_inputs(run, case, rng)
+    schedule = rng.choice(_SCHEDULES) if b is not None else "AA"
+    poisons = (float("nan"), 1e30, -1e30)
+    first_a: torch.Tensor | None = None
+    first_raw: bytes | None = None
+    a_seen = 0
+    worst = 0.0
+    for pos, which in enumerate(schedule):
+        inp = a if which == "A" else b
+        ambient = {"grad": which == "A" and a_seen == 0,
+                   "side_stream": run.device == "cuda" and which == "A" and a_seen == 1,
+                   "poison": poisons[pos % len(poisons)]}
+        got = _call(run, inp, ambient)
+        if isinstance(got, _Outcome):
+            return got
+        out, raw = got
+        if which == "A" and a_seen == 1:
+            if raw != first_raw:
+                diff = int((out.view(torch.uint8) != first_a.view(torch.uint8)).sum()) if out.numel() else 0
+                between = " with a call on other inputs between them" if schedule == "ABA" else ""
+                streams = " and current stream" if run.device == "cuda" else ""
+                return _Outcome("fail", Reason.NONDETERMINISTIC.value,
+                                f"two calls on the same inputs{between}, differing only in grad mode{streams}, returned "
+                                f"different bytes ({diff} bytes differ): uninitialised memory, a race, a result "
+                                "carried over from an earlier call, or behaviour that depends on ambient state", case)
+            a_seen += 1
+            continue
+        verdict = _check_values(run, inp, out)
+        if verdict.status == "fail":
+            return verdict
+        worst = max(worst, verdict.worst_ratio or 0.0)
+        if which == "A":
+            first_a, first_raw, a_seen = out, raw, 1
+            if not compare(torch.zeros_like(out), a.ref64, a.native, run.target.tolerance,
+                           run.target.reduction_length(a.call)).ok:
+                run.informative += 1
+    run.worst_ratio = max(run.worst_ratio, worst if math.isfinite(worst) else 0.0)
+    return _Outcome("pass", case=case, worst_ratio=worst)
+
+
+def _check_values(run: _Run, inp: _Inputs, out: torch.Tensor) -> _Outcome:
     tol = run.target.tolerance
-    k = run.target.reduction_length(call)
-    cmp = compare(out1, ref64, native, tol, k)
+    cmp = compare(out, inp.ref64, inp.native, tol, run.target.reduction_length(inp.call))
     if not cmp.ok:
-        return fail(Reason(cmp.reason), cmp.detail, cmp.worst_ratio)
-    if b1[0] != b2[0]:
-        diff = int((out1.view(torch.uint8) != out2.view(torch.uint8)).sum()) if out1.numel() else 0
-        return fail(Reason.NONDETERMINISTIC, f"two identical calls returned different bytes ({diff} bytes differ); "
-                    "uninitialised memory or a race")
-    if not compare(torch.zeros_like(out1), ref64, native, tol, k).ok:
-        run.informative += 1
-    run.worst_ratio = max(run.worst_ratio, cmp.worst_ratio if math.isfinite(cmp.worst_ratio) else 0.0)
-    return _Outcome("pass", case=case, worst_ratio=cmp.worst_ratio)
+        return _Outcome("fail", cmp.reason, cmp.detail, inp.case, worst_ratio=cmp.worst_ratio)
+    return _Outcome("pass", case=inp.case, worst_ratio=cmp.worst_ratio)
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _field(reply: dict, name: str, kind, default):
+    v = reply.get(name, default)
+    if kind is int:
+        ok = type(v) is int
+    elif kind is bool:
+        ok = type(v) is bool
+    else:
+        ok = isinstance(v, kind)
+    if not ok:
+        raise _Malformed(f"field {name!r} is {type(v).__name__}, expected {getattr(kind, '__name__', kind)}")
+    return v
+
+
+def _counts(reply: dict, name: str) -> dict[str, int]:
+    d = _field(reply, name, dict, {})
+    if not all(isinstance(k, str) and type(v) is int for k, v in d.items()):
+        raise _Malformed(f"field {name!r} is not a map of names to counts")
+    return d
+
+
+def _call(run: _Run, inp: _Inputs, ambient: dict):
+    """One call: write the inputs, ask, then judge the reply from the parent's side.
+
+    Returns (output tensor, its bytes) or a failing ``_Outcome``."""
+    worker = run.worker
+    case = inp.case
+
+    def fail(reason: Reason, detail: str, **kw) -> _Outcome:
+        return _Outcome("fail", reason.value, detail, case, **kw)
+
+    run.calls += 1
+    try:
+        # Pristine inputs, then 0xFF (NaN) where the output goes: nothing of an earlier call's
+        # output survives in the file, whatever the worker claims to have written.
+        worker.shm_write(inp.image + b"\xff" * (inp.out_off - len(inp.image) + inp.out_bytes), 0)
+        reply, _ = worker.request(dict(inp.header, **ambient), [], max_reply_bytes=0)
+    except WorkerDied as e:
+        return fail(_reason(e.reason, Reason.CRASH), e.detail, fatal=True)
+    try:
+        return _judge_reply(run, inp, reply)
+    except WorkerDied as e:
+        return fail(_reason(e.reason, Reason.CRASH), e.detail, fatal=True)
+    except (_Malformed, WireError, KeyError, IndexError, TypeError, ValueError, AttributeError,
+            OverflowError, RecursionError) as e:
+        worker.close_quietly()
+        return fail(Reason.CRASH, f"the worker sent a malformed reply ({type(e).__name__}: {str(e)[:300]})", fatal=True)
+
+
+def _judge_reply(run: _Run, inp: _Inputs, r: dict):
+    worker = run.worker
+    case = inp.case
+
+    def fail(reason: Reason, detail: str) -> _Outcome:
+        return _Outcome("fail", reason.value, detail, case)
+
+    if _field(r, "ok", bool, False) is not True:
+        return fail(_reason(r.get("reason"), Reason.RUNTIME_ERROR), str(r.get("detail", ""))[:4000])
+    if _field(r, "launches", int, 0) < 1:
+        return fail(Reason.NO_KERNEL, "no @triton.jit kernel of the candidate was launched during the call")
+    bad = _counts(r, "bad_ops")
+    if bad:
+        ops = ", ".join(f"aten.{k}×{v}" for k, v in sorted(bad.items())[:12])
+        return fail(Reason.PYTORCH_FALLBACK, f"PyTorch computed outside the Triton kernels during the call: {ops}")
+    reads = _counts(r, "host_reads")
+    if reads:
+        what = ", ".join(f"{k}×{v}" for k, v in sorted(reads.items())[:8])
+        return fail(Reason.PYTORCH_FALLBACK, "tensor values reached Python during the call (compute outside the "
+                    f"Triton kernels): {what}")
+    out_type = _field(r, "out_type", str, "")
+    if out_type != "torch.Tensor":
+        return fail(Reason.NOT_TENSOR, f"the output is a {out_type[:200]}, not a plain torch.Tensor")
+    # Input integrity, decided here: the bytes in the shared file against the pristine copy.
+    now = worker.shm_read(0, len(inp.image))
+    if now != inp.image:
+        moved = [i for i, (lo, hi) in enumerate(inp.ranges) if now[lo:hi] != inp.image[lo:hi]]
+        where = f"at position(s) {moved}" if moved else "next to its inputs (out of bounds)"
+        return fail(Reason.INPUT_MUTATION, f"the candidate modified its input memory {where} "
+                    "(seen by the parent in the shared inputs)")
+    claimed = _field(r, "mutated_inputs", list, [])
+    if claimed:
+        return fail(Reason.INPUT_MUTATION, f"the candidate modified its input(s) at position(s) {claimed[:16]} "
+                    "(seen by the worker on the device)")
+    if _field(r, "aliases_input", bool, False):
+        return fail(Reason.OUTPUT_REUSE, "the output shares memory with an input")
+    if _field(r, "reuses_previous_output", bool, False):
+        return fail(Reason.OUTPUT_REUSE, "the output reuses the memory of an earlier call's output (caching)")
+    if _field(r, "changed_after_return", bool, False) or _field(r, "threads_added", int, 0) > 0:
+        return fail(Reason.DEFERRED_WRITE, "the output changed after the call returned, or the call left threads running")
+    if not _field(r, "out_launched", bool, False):
+        return fail(Reason.NO_KERNEL, "the output was not written by a Triton launch of this call: its storage was "
+                    "not an argument of any launch of the candidate's kernels (built or copied by PyTorch instead)")
+    meta = _field(r, "out", dict, {})
+    shape = meta.get("shape")
+    if not isinstance(shape, list) or len(shape) > 64 or not all(type(d) is int and d >= 0 for d in shape):
+        raise _Malformed(f"bad output shape {shape!r}"[:200])
+    exp_shape, exp_dtype = list(inp.ref64.shape), inp.native.dtype
+    if shape != exp_shape:
+        return fail(Reason.SHAPE, f"output shape {tuple(shape)}, expected {tuple(exp_shape)}")
+    dtype_name = meta.get("dtype")
+    if not isinstance(dtype_name, str) or not (dtype_name in WIRE_DTYPES or dtype_name.startswith("torch.")):
+        raise _Malformed(f"unknown output dtype {str(dtype_name)[:40]!r}")  # the worker names others "torch.*"
+    if WIRE_DTYPES.get(dtype_name) is not exp_dtype:
+        return fail(Reason.DTYPE, f"output dtype {str(dtype_name)[:40]}, expected {DTYPE_NAMES.get(exp_dtype, exp_dtype)}")
+    if _field(r, "out_written", bool, False) is not True or meta.get("nbytes") != inp.out_bytes:
+        raise _Malformed(f"the output ({meta.get('nbytes')!r} bytes) was not written to the shared file "
+                         f"({inp.out_bytes} bytes expected)")
+    raw = worker.shm_read(inp.out_off, inp.out_bytes)   # a private copy: the worker cannot change it now
+    return tensor_from_bytes(exp_dtype, exp_shape, raw), raw

@@ -7,7 +7,9 @@ only to reject: a candidate could tamper with this process, so nothing here can 
 
 Protocol (wire.py messages on stdin → private stdout copy):
   {"op": "load", ...}  → {"ok": true} | {"ok": false, "reason", "detail"}
-  {"op": "call", ...}  → {"ok": true, "out": meta, audit…} + output bytes | {"ok": false, …}
+  {"op": "call", ...}  → {"ok": true, "out": meta, audit…} | {"ok": false, …}; inputs and the
+                         output bytes travel through the shared file (fd in KERNELAGENT_SHM_FD),
+                         never the pipe (see ``Worker.call``)
   {"op": "bench", ...} → stage input sets, or run warm-up / timed / energy-window calls
                          (see ``Worker.bench``; every number it returns is a claim)
   {"op": "exit"}
@@ -37,7 +39,25 @@ def _tail(text: str, n: int = 1500) -> str:
 
 
 class _Audit:
-    """Counts the candidate's Triton launches and logs aten ops it runs outside them."""
+    """What the candidate did during one call, as seen from inside its process.
+
+    * Triton launches of the candidate's own ``@triton.jit`` kernels, and the storages of every
+      tensor argument each launch got (the output must be one of them, or a view of one).
+    * Every aten op dispatched during the call, *including inside Triton launches*: there is no
+      exemption for the launch window, because the candidate's code runs there too (the grid
+      callable, pre-run hooks, ``data_ptr`` of argument objects, and under the interpreter the
+      ``@triton.jit`` body and any Python it calls). Triton's own work there is only
+      allocation, views and copies (the interpreter's argument copies), which ``ALLOWED`` admits
+      everywhere. A callable grid is evaluated by the hook itself, under this audit, before
+      Triton is called with the resulting tuple.
+    * Host reads: any value of a tensor reaching Python (``.item()``, ``float()``, ``int()``,
+      ``bool()``, iteration, ``.tolist()``, ``.numpy()``, ``__array__``, DLPack, pickling, raw
+      storage or pointer access from the candidate's code) and tensors built from Python data
+      (``torch.tensor``, ``as_tensor``, ``scalar_tensor``). During a call, values flow only
+      through Triton kernels.
+
+    All of it is a claim the parent uses only to reject: the candidate shares this process.
+    """
 
     # aten ops that allocate, view, copy or cast: not compute on the inputs.
     ALLOWED = {
@@ -46,20 +66,44 @@ class _Audit:
         "view", "_unsafe_view", "reshape", "as_strided", "alias", "t", "transpose", "permute", "expand",
         "squeeze", "unsqueeze", "slice", "select", "narrow", "split", "split_with_sizes", "unbind",
         "chunk", "flatten", "unflatten", "contiguous", "clone", "copy_", "_to_copy", "to", "detach",
-        "lift_fresh", "lift_fresh_copy", "resolve_conj", "resolve_neg", "_local_scalar_dense",
+        "resolve_conj", "resolve_neg",
         "arange", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_same_size",
         "view_as", "expand_as", "_reshape_alias", "movedim", "swapaxes", "mT", "set_", "record_stream",
-        "empty_permuted", "_has_compatible_shallow_copy_type", "as_strided_", "scalar_tensor",
+        "empty_permuted", "_has_compatible_shallow_copy_type", "as_strided_",
         "promote_types", "result_type", "can_cast",
     }
+    # aten ops that move tensor values into Python, or Python values into a new tensor.
+    HOST_OPS = {
+        "_local_scalar_dense": "a tensor value read into Python (.item(), float(), int(), bool(), iteration, "
+                               "printing a scalar, bytes() of a storage)",
+        "lift_fresh": "a tensor built from Python data (torch.tensor, torch.as_tensor, new_tensor, from_numpy)",
+        "lift_fresh_copy": "a tensor built from Python data (torch.tensor, torch.as_tensor, new_tensor)",
+        "scalar_tensor": "a tensor built from a Python number (torch.scalar_tensor)",
+    }
+    # Tensor methods that hand values to Python without dispatching an aten op.
+    HOST_METHODS = ("tolist", "numpy", "__array__", "__dlpack__", "__reduce_ex__", "__cuda_array_interface__")
+    # Raw access (storage, pointers) is Triton's business; from the candidate's own code it is a
+    # way around both the dispatcher and the kernels.
+    RAW_METHODS = ("untyped_storage", "storage", "_typed_storage", "data_ptr")
 
-    def __init__(self, module_name: str):
+    def __init__(self, module_name: str, path: str):
         self.module_name = module_name
+        self.path = path
+        self.active = False
         self.launches = 0
         self.kernels: set[str] = set()
         self.bad_ops: dict[str, int] = {}
-        self.in_launch = 0
+        self.host_reads: dict[str, int] = {}
+        self.launched: set[tuple[str, int]] = set()   # (device, storage data_ptr) given to a launch
         self.threads_started = 0
+        self._signatures: dict = {}
+
+    def reset(self):
+        self.launches, self.kernels, self.bad_ops, self.host_reads = 0, set(), {}, {}
+        self.launched, self.threads_started = set(), 0
+
+    def _count(self, table: dict, name: str):
+        table[name] = table.get(name, 0) + 1
 
     def install_thread_hooks(self):
         """Count threads started during a call: work in another thread escapes the aten audit."""
@@ -78,6 +122,83 @@ class _Audit:
 
             setattr(mod, name, counted)
 
+    def install_host_read_hooks(self):
+        import torch
+
+        audit = self
+        for name in self.HOST_METHODS:
+            original = torch.Tensor.__dict__.get(name, getattr(torch.Tensor, name, None))
+            if original is None:
+                continue
+            if isinstance(original, property):
+                def fget(t, _fget=original.fget, _name=name):
+                    if audit.active:
+                        audit._count(audit.host_reads, f"Tensor.{_name}")
+                    return _fget(t)
+
+                setattr(torch.Tensor, name, property(fget))
+                continue
+
+            def method(*a, _original=original, _name=name, **k):
+                if audit.active:
+                    audit._count(audit.host_reads, f"Tensor.{_name}")
+                return _original(*a, **k)
+
+            setattr(torch.Tensor, name, method)
+        for name in self.RAW_METHODS:
+            original = getattr(torch.Tensor, name, None)
+            if original is None:
+                continue
+
+            def raw(*a, _original=original, _name=name, **k):
+                if audit.active and sys._getframe(1).f_code.co_filename == audit.path:
+                    audit._count(audit.host_reads, f"Tensor.{_name} (from the candidate's code)")
+                return _original(*a, **k)
+
+            setattr(torch.Tensor, name, raw)
+        for name in ("__repr__", "__str__"):
+            original = getattr(torch.Tensor, name)
+
+            def hidden(t, *a, _original=original, **k):  # printing is allowed; values are not shown
+                if audit.active:
+                    return f"tensor(<values hidden during verification>, shape={tuple(t.shape)}, dtype={t.dtype})"
+                return _original(t, *a, **k)
+
+            setattr(torch.Tensor, name, hidden)
+
+    def _grid_meta(self, fn, args, kwargs) -> dict:
+        """What Triton passes a grid callable: the kernel's arguments by name, defaults applied."""
+        import inspect
+
+        params = self._signatures.get(fn)
+        if params is None:
+            params = self._signatures[fn] = inspect.signature(fn).parameters
+        meta = dict(zip(params, args))
+        meta.update((k, v) for k, v in kwargs.items() if k in params and k not in ("grid", "warmup"))
+        for name, p in params.items():
+            if name not in meta and p.default is not inspect.Parameter.empty:
+                meta[name] = p.default
+        return meta
+
+    def _record_launch(self, values):
+        import torch
+
+        for v in values:
+            base = getattr(v, "base", None)  # TensorWrapper, TensorDescriptor
+            if isinstance(v, (tuple, list)):
+                self._record_launch(v)
+            elif isinstance(v, torch.Tensor):
+                self.launched.add((str(v.device), torch._C.TensorBase.untyped_storage(v).data_ptr()))
+            elif isinstance(base, torch.Tensor):
+                self.launched.add((str(base.device), torch._C.TensorBase.untyped_storage(base).data_ptr()))
+
+    def output_launched(self, out) -> bool:
+        import torch
+
+        if out.numel() == 0:
+            return True
+        return (str(out.device), torch._C.TensorBase.untyped_storage(out).data_ptr()) in self.launched
+
     def install_launch_hooks(self):
         import triton.runtime.jit as jit
 
@@ -93,14 +214,16 @@ class _Audit:
 
             def run(self, *args, _original=original, **kwargs):
                 fn = getattr(self, "fn", None)
-                if getattr(fn, "__module__", None) == audit.module_name and not kwargs.get("warmup"):
+                warmup = kwargs.get("warmup")
+                if getattr(fn, "__module__", None) == audit.module_name and not warmup:
                     audit.launches += 1
                     audit.kernels.add(fn.__name__)
-                audit.in_launch += 1
-                try:
-                    return _original(self, *args, **kwargs)
-                finally:
-                    audit.in_launch -= 1
+                    audit._record_launch(list(args) + list(kwargs.values()))
+                grid = kwargs.get("grid")
+                if callable(grid) and not warmup and fn is not None:
+                    # The grid is the candidate's code: run it here, audited like any other.
+                    kwargs["grid"] = grid(audit._grid_meta(fn, args, kwargs))
+                return _original(self, *args, **kwargs)
 
             cls.run = run
 
@@ -111,13 +234,32 @@ class _Audit:
 
         class Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                if not audit.in_launch:
-                    name = func.overloadpacket.__name__
-                    if name not in audit.ALLOWED:
-                        audit.bad_ops[name] = audit.bad_ops.get(name, 0) + 1
+                name = func.overloadpacket.__name__
+                if name in audit.HOST_OPS:
+                    audit._count(audit.host_reads, f"aten.{name}")
+                elif name not in audit.ALLOWED:
+                    audit._count(audit.bad_ops, name)
                 return func(*args, **(kwargs or {}))
 
         return Mode()
+
+
+class _Shared:
+    """The worker's mapping of the shared file the parent passed (fd in ``KERNELAGENT_SHM_FD``)."""
+
+    def __init__(self):
+        self.fd = int(os.environ.pop("KERNELAGENT_SHM_FD", "-1"))
+        self.map = None
+
+    def buffer(self, size: int):
+        import mmap
+
+        if self.fd < 0:
+            raise RuntimeError("no shared file was passed to the worker")
+        if self.map is None or len(self.map) < size:
+            # Older mappings stay alive as long as tensors over them do (the file never shrinks).
+            self.map = mmap.mmap(self.fd, max(size, 1), mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        return self.map
 
 
 class Worker:
@@ -126,6 +268,7 @@ class Worker:
         self.audit: _Audit | None = None
         self.device = "cpu"
         self.previous_outputs: list = []  # kept alive so a fresh output can never share their memory
+        self.shared = _Shared()
 
     def load(self, h, blobs):
         import torch
@@ -137,13 +280,14 @@ class Worker:
         path = os.path.join(os.environ.get("TMPDIR", "/tmp"), h.get("filename", "candidate.py"))
         with open(path, "w") as f:
             f.write(h["source"])
-        self.audit = _Audit(name)
+        self.audit = _Audit(name, path)
         if os.environ.get("TRITON_INTERPRET") == "1":
-            from ..kernels._interpreter import patch_bf16_dot
+            from ..kernels import _interpreter
 
-            patch_bf16_dot()
+            (getattr(_interpreter, "patch_interpreter", None) or _interpreter.patch_bf16_dot)()
         self.audit.install_launch_hooks()
         self.audit.install_thread_hooks()
+        self.audit.install_host_read_hooks()
         try:
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
@@ -176,57 +320,103 @@ class Worker:
         return {"ok": True}
 
     def call(self, h, blobs):
+        """One call of the entry point on inputs in the shared file; the output goes back there.
+
+        Request fields: ``args``/``metas``/``kwargs_names``/``kwargs_enc`` (``wire.pack_shared``),
+        ``shm_size``, ``out_off``/``out_capacity`` (where the output goes, and the exact byte size
+        the parent expects), ``grad`` (grad mode for the call), ``side_stream`` (CUDA: call on a
+        non-default current stream), ``poison`` / ``poison_bytes`` (CUDA allocator).
+        """
         import torch
 
-        from .wire import decode_args, encode_tensor
+        from .wire import WIRE_NAMES, tensor_bytes, unpack_shared
 
         names = list(h.get("kwargs_names") or [])
-        values = decode_args(list(h["args"]) + list(h.get("kwargs_enc") or []), h["metas"], blobs)
-        if self.device != "cpu":
+        buf = self.shared.buffer(int(h["shm_size"]))
+        values = unpack_shared(list(h["args"]) + list(h.get("kwargs_enc") or []), h["metas"], buf)
+        cuda = self.device != "cpu"
+        if cuda:
             values = [v.to(self.device) if isinstance(v, torch.Tensor) else v for v in values]
         args = values[:len(values) - len(names)] if names else values
         kwargs = dict(zip(names, values[len(values) - len(names):])) if names else {}
-        if self.device != "cpu":
+        stream = None
+        if cuda:
             # Poison the caching allocator: freed blocks the candidate may get back hold garbage.
             poison = torch.empty(int(h.get("poison_bytes", 1 << 22)) // 4 + 1024, dtype=torch.float32, device=self.device)
             poison.fill_(float(h.get("poison", float("nan"))))
             torch.cuda.synchronize()
             del poison
+            if h.get("side_stream"):
+                stream = torch.cuda.Stream()
         tensors = [v for v in values if isinstance(v, torch.Tensor)]
-        digests_before = [_digest(t) for t in tensors]
+        # On the CPU the parent checks the inputs itself in the shared file; on CUDA it cannot
+        # see the device copies, so this process checks them (a claim: it can only convict).
+        digests_before = [_digest(t) for t in tensors] if cuda else None
         threads_before = threading.active_count()
         audit = self.audit
-        audit.launches, audit.kernels, audit.bad_ops, audit.threads_started = 0, set(), {}, 0
+        audit.reset()
         t0 = time.perf_counter()
+        early_raw = None
         try:
-            with torch.no_grad(), audit.dispatch_mode():
-                out = self.entry(*args, **kwargs)
-            if self.device != "cpu":
+            with torch.set_grad_enabled(bool(h.get("grad", False))):
+                if stream is not None:
+                    stream.wait_stream(torch.cuda.current_stream())
+                    with torch.cuda.stream(stream):
+                        out = self._run_audited(args, kwargs)
+                        # What a caller on this stream does: wait for this stream only, then read.
+                        stream.synchronize()
+                        if type(out) is torch.Tensor:
+                            early_raw = tensor_bytes(out)
+                else:
+                    out = self._run_audited(args, kwargs)
+            if cuda:
                 torch.cuda.synchronize()
         except BaseException as e:  # noqa: BLE001
+            audit.active = False
             if isinstance(e, SystemExit):
                 return {"ok": False, "reason": "crash", "detail": f"the candidate called exit() ({e.code!r})"}, []
             return {"ok": False, "reason": _classify(e), "detail": _tail(traceback.format_exc())}, []
         elapsed = time.perf_counter() - t0
         result = {"ok": True, "launches": audit.launches, "kernels": sorted(audit.kernels),
-                  "bad_ops": audit.bad_ops, "wall_s": elapsed}
+                  "bad_ops": audit.bad_ops, "host_reads": audit.host_reads, "wall_s": elapsed}
         if type(out) is not torch.Tensor:
             result["out_type"] = f"{type(out).__module__}.{type(out).__qualname__}"
             return result, []
         result["out_type"] = "torch.Tensor"
-        out_meta, out_raw = encode_tensor(out, keep_strides=False)
-        result["out"] = out_meta
+        try:
+            result["out_launched"] = audit.output_launched(out)
+            out_raw = tensor_bytes(out) if early_raw is None else early_raw
+        except Exception as e:  # noqa: BLE001 - a sparse, meta or otherwise unreadable tensor
+            result["out_type"] = f"unreadable torch.Tensor ({type(e).__name__}: {str(e)[:200]})"
+            return result, []
+        result["out"] = {"dtype": WIRE_NAMES.get(out.dtype, str(out.dtype)), "shape": list(out.shape),
+                         "nbytes": len(out_raw)}
+        off, cap = int(h["out_off"]), int(h["out_capacity"])
+        result["out_written"] = len(out_raw) == cap and off + cap <= len(buf)
+        if result["out_written"] and cap:
+            buf[off:off + cap] = out_raw
         # Deferred writes: the output must not change after the call returned.
         time.sleep(0.002)
-        if self.device != "cpu":
+        if cuda:
             torch.cuda.synchronize()
-        result["changed_after_return"] = encode_tensor(out, keep_strides=False)[1] != out_raw
+        after = tensor_bytes(out)
+        result["changed_after_return"] = after != out_raw
         result["threads_added"] = max(threading.active_count() - threads_before, audit.threads_started)
-        result["mutated_inputs"] = [i for i, (t, d) in enumerate(zip(tensors, digests_before)) if _digest(t) != d]
+        if cuda:
+            result["mutated_inputs"] = [i for i, (t, d) in enumerate(zip(tensors, digests_before)) if _digest(t) != d]
         result["aliases_input"] = any(_overlaps(out, t) for t in tensors)
         result["reuses_previous_output"] = any(_overlaps(out, p) for p in self.previous_outputs)
         self.previous_outputs.append(out)
-        return result, [out_raw]
+        return result, []
+
+    def _run_audited(self, args, kwargs):
+        audit = self.audit
+        with audit.dispatch_mode():
+            audit.active = True
+            try:
+                return self.entry(*args, **kwargs)
+            finally:
+                audit.active = False
 
     def bench(self, h, blobs):
         """Runs calls for ``harness.measure``; see ``_BenchState`` for the request fields.
@@ -246,16 +436,17 @@ class Worker:
 
 
 def _digest(t) -> str:
-    c = t.detach()
-    if c.device.type != "cpu":
-        c = c.cpu()
-    return hashlib.sha256(bytes(c.untyped_storage())).hexdigest() if c.numel() else "empty"
+    from .wire import storage_bytes
+
+    return hashlib.sha256(storage_bytes(t)).hexdigest() if t.numel() else "empty"
 
 
 def _overlaps(a, b) -> bool:
+    import torch
+
     if a.numel() == 0 or b.numel() == 0 or a.device != b.device:
         return False
-    sa, sb = a.untyped_storage(), b.untyped_storage()
+    sa, sb = torch._C.TensorBase.untyped_storage(a), torch._C.TensorBase.untyped_storage(b)
     a0, b0 = sa.data_ptr(), sb.data_ptr()
     return a0 < b0 + sb.nbytes() and b0 < a0 + sa.nbytes()
 
