@@ -495,6 +495,10 @@ def _failed(q: CompileRequest, kind: str, msg: str) -> CompileReport:
                          num_warps=int(q.options.get("num_warps", 4)), num_stages=int(q.options.get("num_stages", 3)))
 
 
+_READY = "kernelagent-compile-ready"
+CHILD_START_S = 300.0   # importing torch + triton in the child; generous for a loaded machine
+
+
 def _run_worker(reqs: Sequence[CompileRequest], timeout: float) -> list[CompileReport]:
     """Compile in child processes without TRITON_INTERPRET. The child streams one JSON line per
     request; a request that runs past ``timeout`` seconds (LLVM/ptxas on a pathological tile
@@ -522,14 +526,24 @@ def _run_worker(reqs: Sequence[CompileRequest], timeout: float) -> list[CompileR
             proc.stdin.write(json.dumps([q.to_json() for q in pending]))
             proc.stdin.close()
             done = 0
+            started = False
             while done < len(pending):
-                # The first request also pays for the child's start (importing torch and triton).
+                # The child's start (importing torch and triton) has its own limit, so that
+                # each request gets exactly ``timeout`` seconds of compiling.
                 try:
-                    line = lines.get(timeout=timeout + (60 if done == 0 else 0))
+                    line = lines.get(timeout=timeout if started else CHILD_START_S)
+                    if line is not None and line.strip() == _READY:
+                        started = True
+                        continue
                 except queue.Empty:
+                    if not started:
+                        proc.kill()
+                        proc.wait()
+                        raise EnvironmentProblem(f"the compile worker did not start within {CHILD_START_S:.0f}s "
+                                                 "(importing torch and triton); is the machine overloaded?")
                     proc.kill()
                     proc.wait()
-                    out.append(_failed(pending[done], "timeout", f"compile exceeded {timeout:.0f}s "
+                    out.append(_failed(pending[done], "timeout", f"compile exceeded {timeout:.0f}s of wall time "
                                        f"(a tile this large makes LLVM/ptxas run for minutes)"))
                     done += 1
                     break
@@ -713,6 +727,10 @@ def _worker_main() -> None:
     reqs = [CompileRequest.from_json(d) for d in json.loads(sys.stdin.read())]
     if _interpreter_on():
         raise SystemExit("compile worker started with TRITON_INTERPRET set")
+    importlib.import_module("triton")  # paid before "ready", so no request's limit pays for it
+
+    sys.stdout.write(_READY + "\n")
+    sys.stdout.flush()
     for q in reqs:
         sys.stdout.write(json.dumps(_compile_one(q).to_json()) + "\n")
         sys.stdout.flush()

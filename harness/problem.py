@@ -51,11 +51,16 @@ class ProblemTarget:
     def load(cls, path: Path) -> "ProblemTarget":
         if not path.is_file():
             raise BadInput(f"problem file not found: {path}")
-        src = path.read_text()
+        try:
+            src = path.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise BadInput(f"problem file {path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as "
+                           "UTF-8 Python source") from None
         try:
             tree = ast.parse(src, filename=str(path))
-        except SyntaxError as e:
-            raise BadInput(f"problem file {path} does not parse: {e.msg} at line {e.lineno}") from None
+        except (SyntaxError, ValueError) as e:  # ValueError: source with NUL bytes
+            raise BadInput(f"problem file {path} does not parse: {getattr(e, 'msg', e)} at line "
+                           f"{getattr(e, 'lineno', '?')}") from None
         _require(tree, path)
         name = "kernelagent_problem_" + hashlib.sha256(src.encode()).hexdigest()[:12]
         spec = importlib.util.spec_from_file_location(name, path)

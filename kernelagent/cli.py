@@ -28,6 +28,37 @@ def err(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("kernelagent")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            v = "unknown (not installed)"
+        typer.echo(f"kernelagent {v}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Write, verify and tune Triton GPU kernels for a GPU SKU."""
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A user-supplied source file as text, or a BadInput naming it (missing, binary, not UTF-8)."""
+    if not path.is_file():
+        raise BadInput(f"{what} not found: {path}")
+    raw = path.read_bytes()
+    if b"\x00" in raw:
+        raise BadInput(f"{what} {path} is a binary file, not Python source")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise BadInput(f"{what} {path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+
+
 @app.command()
 def verify(
     target: str = typer.Argument(..., help="A registered op name (see `kernelagent ops`) or a KernelBench-format problem file."),
@@ -41,15 +72,14 @@ def verify(
     """Check a candidate kernel against a target in the sandbox. Exit 0 verified, 1 rejected."""
     from .harness.verify import verify as run_verify
 
-    if not candidate.is_file():
-        raise BadInput(f"candidate file not found: {candidate}")
+    source = read_text_file(candidate, "candidate file")
     cfg = None
     if config:
         try:
             cfg = json.loads(config)
         except json.JSONDecodeError as e:
             raise BadInput(f"--config is not valid JSON ({e}); example: --config '{{\"BLOCK_N\": 1024}}'")
-    verdict = run_verify(target, candidate.read_text(), examples=examples, seed=seed, timeout=timeout,
+    verdict = run_verify(target, source, examples=examples, seed=seed, timeout=timeout,
                          config=cfg, candidate_name=candidate.name)
     if json_out:
         typer.echo(verdict.dumps())
@@ -86,6 +116,9 @@ def main() -> None:
         app()
     except KernelAgentError as e:
         err(f"error: {e}")
+        if "--json" in sys.argv[1:]:
+            # Machines reading stdout get an answer too, not an empty stream.
+            typer.echo(json.dumps({"error": str(e), "kind": type(e).__name__, "exit_code": e.exit_code}))
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         err("interrupted")

@@ -23,10 +23,11 @@ def register(app: typer.Typer) -> None:
         policy: str = typer.Option("latency", "--policy", help="latency | energy | balanced."),
         storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite under ~/.cache/kernelagent; postgresql://… to share a study across machines)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the sampler and verification."),
-        library: Optional[Path] = typer.Option(None, "--library", help="Library folder to write (default: $KERNELAGENT_LIBRARY or the package's kernels/)."),
+        library: Optional[Path] = typer.Option(None, "--library", help="Library folder to write (default: the user library that kernelagent.kernels reads: $KERNELAGENT_LIBRARY, else ~/.cache/kernelagent/library)."),
         examples: int = typer.Option(8, "--examples", help="Property-based examples when re-verifying winners."),
         max_cases: Optional[int] = typer.Option(None, "--max-cases", help="Tune only the first N shape buckets of each op (quick runs)."),
         no_write: bool = typer.Option(False, "--no-write", help="Tune and verify, but do not write the library."),
+        min_predicted_gain: Optional[float] = typer.Option(None, "--min-predicted-gain", help="model backend: write a predicted entry only when it predicts at least this gain over the default (a fraction; default: the model's assumed uncertainty, 0.15)."),
         replay: Optional[Path] = typer.Option(None, "--replay", help="Run the search alone over a recorded space (Kernel Tuner cache or recording)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
     ) -> None:
@@ -48,8 +49,13 @@ def register(app: typer.Typer) -> None:
             return
         if not sku:
             raise BadInput("--sku is required (e.g. --sku h100; `kernelagent sku list` shows the SKUs)")
-        from .kernels import op_names
+        op_names = _op_names_without_torch
+        unknown = [o for o in op if o not in op_names()]
+        if unknown:  # before torch, triton and optuna load: a typo costs a second, not a minute
+            raise BadInput(f"unknown op {unknown[0]!r}; registered ops: {', '.join(op_names())}")
+        from .sku import get_sku
 
+        get_sku(sku)
         if ops == "all":
             chosen = op_names()
         elif ops is not None:
@@ -65,10 +71,12 @@ def register(app: typer.Typer) -> None:
 
         console = Console(stderr=True)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=False) as bars:
+                      console=console, transient=False, disable=not console.is_terminal) as bars:
             tasks: dict[str, int] = {}
+            plain = _PlainProgress(console.is_terminal)
 
             def progress(label: str, done: int, total: int) -> None:
+                plain.update(label, done, total)
                 if label not in tasks:
                     from rich.markup import escape
 
@@ -78,10 +86,44 @@ def register(app: typer.Typer) -> None:
             results = run_tune(sku_id=sku, ops=chosen, dtypes=list(dtype) or None, trials=trials, measure=measure,
                                policy=policy, storage=storage, seed=seed, library_dir=library,
                                verify_examples=examples, write=not no_write, max_cases=max_cases, progress=progress,
-                               notice=lambda m: console.print(f"[yellow]note:[/] {m}"))
+                               notice=lambda m: console.print(f"[yellow]note:[/] {m}"),
+                               min_predicted_gain=min_predicted_gain)
         if json_out:
             typer.echo(json.dumps([r.to_json() for r in results], sort_keys=True))
         else:
             typer.echo(format_table(results))
         if any(not r.verified for r in results):
             raise typer.Exit(1)
+
+
+class _PlainProgress:
+    """Progress as plain lines on stderr when it is not a terminal (CI, log files): a line when
+    a task starts, every 15 s while it runs, and when it is done."""
+
+    EVERY_S = 15.0
+
+    def __init__(self, is_terminal: bool):
+        import time
+
+        self.on, self.clock = not is_terminal, time.monotonic
+        self.start, self.last = self.clock(), {}
+
+    def update(self, label: str, done: int, total: int) -> None:
+        if not self.on:
+            return
+        now = self.clock()
+        first = label not in self.last
+        if first or done >= total or now - self.last[label] >= self.EVERY_S:
+            self.last[label] = now
+            typer.echo(f"[tune {now - self.start:6.0f}s] {label}: {min(done, total)}/{total} trials", err=True)
+
+
+def _op_names_without_torch() -> list[str]:
+    """The registered ops (folders of kernelagent.kernels with a spec.py), found without
+    importing the library (which imports torch)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("kernelagent.kernels")
+    roots = [Path(p) for p in (spec.submodule_search_locations or [])] if spec else []
+    return sorted(p.name for root in roots for p in root.iterdir()
+                  if p.is_dir() and (p / "spec.py").is_file() and not p.name.startswith("_"))

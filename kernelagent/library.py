@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from kernelagent.kernels import _configs, _device
-from kernelagent.kernels.registry import KERNELS_DIR, UnknownOpError, op_names
+from kernelagent.kernels.registry import UnknownOpError, op_names
 
 ACTIONS = ("added", "replaced", "kept")
 
@@ -45,12 +45,13 @@ def kernel_sha256(op: str) -> str:
 
 
 def config_path(op: str, sku: str, library_dir: Path | str | None = None) -> Path:
-    """``<library_dir or the package's kernels>/<op>/configs/<sku>.json``."""
+    """``<library_dir or the user library>/<op>/configs/<sku>.json`` (``_configs.user_library_dir``:
+    the folder ``kernelagent.kernels`` reads first)."""
     if op not in op_names():
         raise UnknownOpError(f"unknown op {op!r}; registered ops: {', '.join(op_names())}")
     if not _configs._SKU_ID.match(sku):
         raise ValueError(f"bad SKU id {sku!r}: letters, digits, '.', '_' and '-' only")
-    base = Path(library_dir) if library_dir is not None else KERNELS_DIR
+    base = Path(library_dir).expanduser() if library_dir is not None else _configs.user_library_dir()
     return base / op / "configs" / f"{sku}.json"
 
 
@@ -98,7 +99,7 @@ def _sort_key(entry: Mapping[str, Any]) -> tuple:
 
 def record_entry(op: str, sku: str, entry: Mapping[str, Any], library_dir: Path | str | None = None,
                  *, sku_info: Mapping[str, Any] | None = None) -> RecordOutcome:
-    """Merge one validated ``entry`` into ``<library_dir or kernels>/<op>/configs/<sku>.json``.
+    """Merge one validated ``entry`` into ``<library_dir or the user library>/<op>/configs/<sku>.json``.
 
     The entry replaces one with the same dtype and bucket only if it is measured or the old
     one is predicted. ``sku_info`` (the SKU data: ``family``, ``compute_capability``) fills a new

@@ -292,9 +292,11 @@ def read_sku_file(path: Path | str, origin: str = "user") -> tuple[Sku | None, l
     """Parse and validate one file; (sku, []) when valid, (None, problems) otherwise."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         return None, [SkuProblem("(file)", f"cannot read: {e.strerror or e}", str(path))]
+    except UnicodeDecodeError as e:
+        return None, [SkuProblem("(file)", f"not UTF-8 text (byte {e.start}): a SKU file is JSON", str(path))]
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:

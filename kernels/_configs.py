@@ -2,8 +2,9 @@
 
 Files
 -----
-``kernels/<op>/configs/<sku>.json`` (shipped), and ``$KERNELAGENT_LIBRARY/<op>/configs/<sku>.json``
-(a user's override folder, consulted first). ``<sku>`` is a SKU id (``kernelagent/skus/<sku>.json``).
+``<user library>/<op>/configs/<sku>.json`` (consulted first; ``user_library_dir()``: the folder
+``$KERNELAGENT_LIBRARY`` names, else ``~/.cache/kernelagent/library``), then
+``kernels/<op>/configs/<sku>.json`` (shipped with the package). ``<sku>`` is a SKU id (``kernelagent/skus/<sku>.json``).
 Only the trusted parent writes them (``kernelagent.library.record_entry``). Schema 1::
 
     {
@@ -85,6 +86,10 @@ BACKENDS = ("gpu", "replay", "model")
 TIERS = ("sku", "family", "compute_capability", "default")
 _SKU_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# A predicted entry replaces the op's default heuristic only when it predicts a win larger than
+# the model's relative uncertainty (``evidence.uncertainty_rel``, this value when absent):
+# within it, the model's "winner" is a tie-break. Assumed (±15 %), not yet calibrated on a GPU.
+PREDICTION_UNCERTAINTY = 0.15
 _FILE_KEYS = {"schema", "op", "sku", "family", "compute_capability", "entries"}
 _ENTRY_KEYS = {"dtype", "bucket", "config", "kernel_sha256", "evidence", "provenance"}
 
@@ -264,14 +269,30 @@ def kernel_sha256(op: str) -> str:
     return digest
 
 
-def config_dirs(op: str) -> list[Path]:
-    """Folders searched for ``<sku>.json``: the override folder first, then the package's."""
-    dirs = []
+def user_library_dir() -> Path:
+    """The one answer to "where does the library live": where the tuner and nightly write and
+    what ``kernelagent.kernels`` reads first. ``$KERNELAGENT_LIBRARY`` if set, else
+    ``$XDG_CACHE_HOME/kernelagent/library`` (``~/.cache/kernelagent/library``)."""
     override = os.environ.get(LIBRARY_ENV)
     if override:
-        dirs.append(Path(override) / op / "configs")
-    dirs.append(KERNELS_DIR / op / "configs")
-    return dirs
+        return Path(override).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "kernelagent" / "library"
+
+
+def library_roots(library: Path | str | None = None) -> list[tuple[Path, str]]:
+    """(root, origin) in lookup order: the user library (``library`` when given, as from a
+    ``--library`` flag, else ``user_library_dir()``), then the package's shipped configs."""
+    user = Path(library).expanduser() if library is not None else user_library_dir()
+    roots = [(user, "user")]
+    if user.resolve() != KERNELS_DIR.resolve():
+        roots.append((KERNELS_DIR, "package"))
+    return roots
+
+
+def config_dirs(op: str) -> list[Path]:
+    """Folders searched for ``<sku>.json``: the user library first, then the package's."""
+    return [root / op / "configs" for root, _ in library_roots()]
 
 
 def load_file(path: Path, op: str | None = None) -> dict | None:
@@ -381,12 +402,21 @@ def _fresh_entries(f: _ConfigFile, op: str) -> list[dict]:
     return fresh
 
 
+def predicted_win_is_clear(evidence: Mapping[str, Any]) -> bool:
+    """Does a predicted entry beat the default by more than the model's own uncertainty?"""
+    speedup = evidence.get("speedup_vs_default")
+    u = evidence.get("uncertainty_rel", PREDICTION_UNCERTAINTY)
+    return _is_number(speedup) and _is_number(u) and speedup >= 1.0 + u
+
+
 def _best_in_tier(tier_files: list[_ConfigFile], op: str, dtype: str, bucket: dict,
                   measured: bool) -> tuple[_ConfigFile, dict] | None:
     best = None
     for f in tier_files:
         for e in _fresh_entries(f, op):
             if e["dtype"] != dtype or e["evidence"]["measured"] is not measured:
+                continue
+            if not measured and not predicted_win_is_clear(e["evidence"]):
                 continue
             dist = bucket_distance(bucket, e["bucket"])
             if dist is None:
@@ -403,7 +433,7 @@ def resolve(op: str, dtype: str, shape_key: Mapping[str, Any],
     bucket = bucket_of(shape_key)
     sku_dir = Path(sku_dir) if sku_dir is not None else None
     cache_key = (op, dtype, json.dumps(bucket, sort_keys=True, default=str), identity,
-                 os.environ.get(LIBRARY_ENV), str(sku_dir) if sku_dir else os.environ.get(_device.SKU_DIR_ENV))
+                 str(user_library_dir()), str(sku_dir) if sku_dir else os.environ.get(_device.SKU_DIR_ENV))
     with _lock:
         hit = _resolve_cache.get(cache_key)
     if hit is not None:

@@ -1,8 +1,13 @@
 """Test lane selection: without a CUDA GPU, Triton runs through its interpreter."""
 
 import os
+import tempfile
 
 import pytest
+
+# The user library (kernels._configs.user_library_dir) is read by every kernel call: point it
+# at an empty folder of this session, so a developer's own tuned entries never leak into tests.
+os.environ["KERNELAGENT_LIBRARY"] = tempfile.mkdtemp(prefix="kernelagent-test-library-")
 
 try:
     import torch

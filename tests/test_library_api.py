@@ -91,7 +91,7 @@ def entry(op="softmax", dtype="fp32", bucket=None, config=None, measured=True, s
         "config": config if config is not None else {"BLOCK_N": 64, "num_warps": 1},
         "kernel_sha256": sha or library.kernel_sha256(op),
         "evidence": {"latency_us": latency, "energy_uj": None, "backend": "gpu" if measured else "model",
-                     "measured": measured, "trials": 8, "speedup_vs_default": 1.1},
+                     "measured": measured, "trials": 8, "speedup_vs_default": 1.1 if measured else 1.5},
         "provenance": {"triton": "3.6.0", "torch": "2.11.0", "cuda": "12.8", "device": "NVIDIA H100 80GB HBM3",
                        "date": "2026-11-26T07:30:00+00:00", "method": "test"},
     }
@@ -447,6 +447,28 @@ def test_predicted_entries_only_when_nothing_measured(skus, lib):
     _dispatch.clear_caches()
     r = _configs.resolve("softmax", "fp32", {"cols": 256}, identity)
     assert (r.config["BLOCK_N"], r.measured, r.tier) == (512, True, "family")
+
+
+def test_a_predicted_tie_does_not_replace_the_default(skus, lib):
+    """The model's "winner" within its own uncertainty is a tie-break: the default stays."""
+    identity = _device.DeviceIdentity("NVIDIA H100 80GB HBM3", (9, 0))
+    tie = entry(bucket={"cols": 4096}, config={"BLOCK_N": 512, "num_warps": 2}, measured=False)
+    tie["evidence"].update(speedup_vs_default=1.02, uncertainty_rel=0.15)
+    write_config(lib, "softmax", "h100-sxm", [tie])
+    r = _configs.resolve("softmax", "fp32", {"cols": 4096}, identity)
+    assert r.tier == "default" and r.config == _softmax_default(4096)
+    clear = entry(bucket={"cols": 4096}, config={"BLOCK_N": 512, "num_warps": 2}, measured=False)
+    clear["evidence"].update(speedup_vs_default=1.4, uncertainty_rel=0.15)
+    write_config(lib, "softmax", "h100-sxm", [clear])
+    _dispatch.clear_caches()
+    r = _configs.resolve("softmax", "fp32", {"cols": 4096}, identity)
+    assert (r.config["BLOCK_N"], r.measured) == (512, False)
+
+
+def _softmax_default(cols: int) -> dict:
+    from kernelagent.kernels.registry import get_opspec
+
+    return dict(get_opspec("softmax").default_config({"cols": cols}))
 
 
 @pytest.mark.parametrize("breakage, needle", [

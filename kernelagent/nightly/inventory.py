@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..kernels import _configs
-from ..kernels.registry import KERNELS_DIR, kernel_path
+from ..kernels.registry import kernel_path
 
 
 @dataclass
@@ -60,15 +59,10 @@ def current_kernel(op: str) -> tuple[str, str]:
 
 def library_dirs(op: str, library: Path | None) -> list[tuple[Path, str]]:
     """(configs folder, origin) pairs to scan. ``--library DIR`` alone replaces the search;
-    otherwise the folders the runtime uses: ``$KERNELAGENT_LIBRARY`` then the package."""
+    otherwise the folders the runtime reads, in its order (``_configs.library_roots``)."""
     if library is not None:
-        return [(Path(library) / op / "configs", "library")]
-    dirs = []
-    override = os.environ.get(_configs.LIBRARY_ENV)
-    if override:
-        dirs.append((Path(override) / op / "configs", "override"))
-    dirs.append((KERNELS_DIR / op / "configs", "package"))
-    return dirs
+        return [(Path(library).expanduser() / op / "configs", "library")]
+    return [(root / op / "configs", origin) for root, origin in _configs.library_roots()]
 
 
 def scan(ops: Sequence[str], *, library: Path | None = None, skus: Iterable[str] | None = None,
@@ -103,7 +97,7 @@ def scan(ops: Sequence[str], *, library: Path | None = None, skus: Iterable[str]
 
 def _scan_file(path: Path, op: str, sha: str, origin: str) -> list[LibraryItem]:
     sku = path.stem
-    suffix = " [override]" if origin == "override" else ""
+    suffix = " [user]" if origin == "user" else ""
     file_name = f"{op}/{path.name}{suffix}"
 
     def broken(detail: str) -> list[LibraryItem]:

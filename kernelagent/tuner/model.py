@@ -31,6 +31,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+from ..kernels._configs import PREDICTION_UNCERTAINTY
+
 # Model constants (assumptions, named so the breakdown can say what was assumed).
 DRAM_LATENCY_S = 700e-9        # loaded DRAM round trip on HBM-class GPUs
 ACHIEVABLE_BW_FRACTION = 0.9   # best streaming kernels reach ~90 % of the spec-sheet bandwidth
@@ -41,6 +43,10 @@ IDLE_POWER_FRACTION = 0.3      # board power at idle as a fraction of the power 
 SMEM_BYTES_PER_CLOCK = 128     # shared-memory bandwidth per SM: 32 banks × 4 B per clock
 DEFAULT_CLOCK_MHZ = 1500       # when a SKU publishes no boost clock
 WARPS_TO_SATURATE = {"none": 8, "mma.sync": 4, "wgmma": 4, "tcgen05": 4}
+# How far apart two configs' predictions must be before the model can tell them apart. Assumed,
+# not calibrated: no GPU measurement has checked the model yet (the GPU lane records
+# model-vs-measured pairs to calibrate it). The library's reader uses the same number.
+RELATIVE_UNCERTAINTY = PREDICTION_UNCERTAINTY
 
 # Shape-key names a BLOCK_<X> constexpr can tile, for the quantization term.
 _DIM_ALIASES = {"N": ("n", "cols", "n_cols", "hidden", "dim", "d"), "M": ("m", "rows", "n_rows", "tokens"),

@@ -65,7 +65,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..errors import BadInput
+from ..errors import BadInput, EnvironmentProblem
 
 POLICIES = ("latency", "energy", "balanced")
 SAMPLERS = ("auto", "tpe+local", "random+local", "tpe", "tpe-default", "random", "exhaustive")
@@ -214,10 +214,14 @@ def _storage(storage):
                     storage, engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None)
                 break
             except Exception as e:  # bad URL, missing driver, unreachable server
-                from sqlalchemy.exc import DBAPIError
+                from sqlalchemy.exc import DBAPIError, OperationalError
 
                 # Two workers creating the schema at once collide (table exists, unique key);
                 # the loser retries and finds the schema made. Other errors fail at once.
+                if attempt == 2 and isinstance(e, OperationalError) and not sqlite:
+                    # The URL is fine; the server is not there (down, firewalled, wrong host).
+                    raise EnvironmentProblem(f"cannot reach the Optuna storage {_redact(storage)}: "
+                                             f"{str(e).splitlines()[0][:300]}") from e
                 if attempt == 2 or not isinstance(e, DBAPIError):
                     raise BadInput(f"cannot open Optuna storage {_redact(storage)}: {e}") from e
                 time.sleep(0.5 + attempt)

@@ -181,12 +181,16 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
          write: bool = True, max_cases: int | None = None,
          cases: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
          accept: Callable[[TuneResult], bool] | None = None, progress: Callable[[str, int, int], None] | None = None,
-         notice: Callable[[str], None] | None = None) -> list[TuneResult]:
+         notice: Callable[[str], None] | None = None, min_predicted_gain: float | None = None) -> list[TuneResult]:
+    """Tune and (with ``write``) record verified winners. ``min_predicted_gain``: with the model
+    backend, the predicted gain over the default below which nothing is written (default: the
+    model's own relative uncertainty, ``model.RELATIVE_UNCERTAINTY``)."""
     import torch
 
     from .. import library
     from ..harness.verify import verify
     from ..kernels import get_opspec, kernel_path
+    from ..kernels._configs import predicted_win_is_clear
     from ..kernels.spec import Case
     from ..sku import detect, get_sku
     from .search import POLICIES, SearchSpace, run_search, study_name_for
@@ -195,6 +199,8 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
         raise BadInput(f"unknown --policy {policy!r}; expected one of {', '.join(POLICIES)}")
     if trials < 1:
         raise BadInput("--trials must be at least 1")
+    if min_predicted_gain is not None and not 0 <= float(min_predicted_gain) < 10:
+        raise BadInput(f"--min-predicted-gain must be in [0, 10) (a fraction: 0.15 = 15 %); got {min_predicted_gain}")
     sku = get_sku(sku_id)
     cuda = torch.cuda.is_available()
     backend, replay_path, msg = parse_backend(measure, cuda=cuda)
@@ -268,7 +274,21 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
             res.verify_detail += f"config {config} rejected by the harness: {verdict.reason}: {verdict.detail[:200]}\n"
         if res.verified and res.default_latency_us and res.latency_us:
             res.speedup_vs_default = res.default_latency_us / res.latency_us
-        if res.verified and write and accept is not None and not accept(res):
+        evidence_extra = {}
+        if backend == "model":
+            from .model import RELATIVE_UNCERTAINTY
+
+            gain = RELATIVE_UNCERTAINTY if min_predicted_gain is None else float(min_predicted_gain)
+            evidence_extra["uncertainty_rel"] = gain
+        unclear = backend == "model" and res.verified and not predicted_win_is_clear(
+            {"speedup_vs_default": res.speedup_vs_default, **evidence_extra})
+        if unclear and write:
+            gain = "no prediction for the default" if res.speedup_vs_default is None else \
+                f"a predicted {res.speedup_vs_default:.2f}x"
+            res.note = (res.note + "; " if res.note else "") + (
+                f"not written: {gain} over the default is within the model's ±{evidence_extra['uncertainty_rel']:.0%} "
+                "uncertainty, so the default heuristic stays")
+        elif res.verified and write and accept is not None and not accept(res):
             res.note = (res.note + "; " if res.note else "") + "not written: the caller's acceptance test refused it"
         elif res.verified and write:
             entry = {
@@ -278,7 +298,7 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
                              "measured": backend != "model", "trials": res.trials_used,
                              "speedup_vs_default": res.speedup_vs_default, "policy": policy,
                              "case": task.case_params, "study": study, "sampler": sr.sampler,
-                             "verified": res.verify_detail[:300]},
+                             "verified": res.verify_detail[:300], **evidence_extra},
                 "provenance": {**{k: v for k, v in versions.items() if k != "python"},
                                "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                                "method": f"kernelagent tune: optuna {sr.sampler}, {res.trials_used} "
@@ -317,14 +337,51 @@ def _meta_shape_key(spec, task: TuneTask) -> dict:
 
 
 def format_table(results: Sequence[TuneResult]) -> str:
-    lines = [f"{'op':14s} {'dtype':5s} {'bucket':28s} {'best config':44s} {'latency':>11s} {'vs default':>10s}  status"]
+    """The result table and a summary: what was tuned, for which SKU and shapes, measured or
+    predicted, where it was written, and the next command."""
+    lines = [f"{'op':14s} {'dtype':5s} {'bucket':24s} {'best config':40s} {'latency':>12s} {'vs default':>10s}  status"]
     for r in results:
-        lat = f"{r.latency_us:9.2f}us" if r.latency_us else "-"
+        kind = "meas" if r.measured else "pred"
+        lat = f"{r.latency_us:8.2f}us {kind}" if r.latency_us else "-"
         sp = f"{r.speedup_vs_default:.2f}x" if r.speedup_vs_default else "-"
-        status = ("verified, " + (r.library_action or "not written")) if r.verified else "NOT VERIFIED"
+        if not r.verified:
+            status = "NOT VERIFIED"
+        elif r.library_action:
+            status = f"verified, {r.library_action}"
+        else:
+            status = "verified, default kept" if "default heuristic stays" in r.note else "verified, not written"
         cfg = json.dumps(r.best_config, separators=(",", ":")) if r.best_config else "-"
-        lines.append(f"{r.op:14s} {r.dtype:5s} {json.dumps(r.bucket, separators=(',', ':'))[:28]:28s} {cfg[:44]:44s} "
-                     f"{lat:>11s} {sp:>10s}  {status}")
-    kinds = {("predicted (model)" if not r.measured else f"measured ({r.backend})") for r in results}
-    lines.append("latency: " + ", ".join(sorted(kinds)) + "; each row's config was re-verified by the harness")
-    return "\n".join(lines)
+        lines.append(f"{r.op:14s} {r.dtype:5s} {json.dumps(r.bucket, separators=(',', ':'))[:24]:24s} {cfg[:40]:40s} "
+                     f"{lat:>12s} {sp:>10s}  {status}")
+    return "\n".join(lines + [""] + summary_lines(results))
+
+
+def summary_lines(results: Sequence[TuneResult]) -> list[str]:
+    if not results:
+        return ["nothing was tuned"]
+    skus = sorted({r.sku for r in results})
+    predicted = [r for r in results if not r.measured]
+    out = [f"tuned {len(results)} op x dtype x shape bucket(s) for {', '.join(skus)} "
+           f"({', '.join(sorted({r.backend for r in results}))} backend)."]
+    if predicted:
+        out.append(f"latencies of {len(predicted)} row(s) are PREDICTED by the model from the spec sheet and a "
+                   "static compile, not measured; 'vs default' is the predicted ratio.")
+    written = [r for r in results if r.library_action in ("added", "replaced")]
+    kept_default = [r for r in results if r.verified and "default heuristic stays" in r.note]
+    if written:
+        roots = sorted({str(Path(r.library_path).parents[2]) for r in written if r.library_path})
+        out.append(f"wrote {len(written)} entr{'y' if len(written) == 1 else 'ies'} to {', '.join(roots)}; "
+                   f"`from kernelagent.kernels import {written[0].op}` uses them on {written[0].sku}.")
+    if kept_default:
+        out.append(f"{len(kept_default)} row(s) keep the op's default config: the predicted gain is within the "
+                   "model's uncertainty (--min-predicted-gain).")
+    failed = [r for r in results if not r.verified]
+    if failed:
+        out.append(f"{len(failed)} row(s) had no config that the harness verified (see verify_detail in --json).")
+    out.append("every written config was re-verified by the sandboxed harness before it was recorded.")
+    if predicted:
+        out.append(f"next: on a {skus[0]} machine, `kernelagent tune --sku {skus[0]} --measure gpu` measures "
+                   "instead of predicting; `kernelagent nightly` re-verifies the library.")
+    else:
+        out.append("next: `kernelagent nightly` re-verifies and re-measures the library.")
+    return out
