@@ -45,16 +45,35 @@ ENV_ALLOWLIST = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIB
 _SETUP_SCRIPT = r"""
 set -e
 mount --make-rprivate /
+# Stash the subtrees to re-expose (below) while /tmp is still writable.
+i=0
+for pair in $KA_EXPOSE; do
+  mkdir -p "$KA_PRIVATE/.expose$i"; mount -n --bind "${pair#*|}" "$KA_PRIVATE/.expose$i"; i=$((i+1))
+done
 awk '{print $5}' /proc/self/mountinfo | while read -r mp; do
   case "$mp" in /dev|/dev/*|/proc|/proc/*|/sys|/sys/*) continue;; esac
   mount -o remount,bind,ro "$mp" 2>/dev/null || true
 done
+# Re-expose the Python install under a directory uid 65534 cannot cross (a pyenv in /root):
+# cover each blocking parent with an empty tmpfs and move the stashed subtree back, read-only.
+for pair in $KA_EXPOSE; do
+  a=${pair%%|*}; mountpoint -q "$a" && [ -f "$a/.ka-expose" ] || { mount -n -t tmpfs -o size=1m,mode=0755 tmpfs "$a"; touch "$a/.ka-expose"; }
+done
+i=0
+for pair in $KA_EXPOSE; do
+  c=${pair#*|}; mkdir -p "$c"; mount -n --move "$KA_PRIVATE/.expose$i" "$c"; mount -n -o remount,bind,ro "$c"; i=$((i+1))
+done
+for pair in $KA_EXPOSE; do mount -n -o remount,ro "${pair%%|*}" 2>/dev/null || true; done
+# A private /dev/shm (nothing a candidate writes there outlives it); /sys and /proc/sys read-only.
+mount -t tmpfs -o size=64m,mode=1777,nosuid,nodev tmpfs /dev/shm 2>/dev/null || true
+mount -o remount,bind,ro /sys 2>/dev/null || true
+mount --bind /proc/sys /proc/sys 2>/dev/null && mount -o remount,bind,ro /proc/sys 2>/dev/null || true
 mount -t tmpfs -o size="$KA_TMPFS_SIZE",mode=1777 tmpfs "$KA_PRIVATE"
 for d in $KA_HIDE; do mount -t tmpfs -o size=1m,mode=0755 tmpfs "$d" 2>/dev/null || true; done
 mkdir -p "$KA_PRIVATE/triton" "$KA_PRIVATE/inductor"
 chmod 1777 "$KA_PRIVATE/triton" "$KA_PRIVATE/inductor"
 cd "$KA_PRIVATE"
-unset KA_TMPFS_SIZE KA_HIDE
+unset KA_TMPFS_SIZE KA_HIDE KA_EXPOSE
 exec setpriv $KA_SETPRIV --no-new-privs --inh-caps=-all --bounding-set=-all "$@"
 """
 
@@ -96,17 +115,37 @@ class WorkerDied(Exception):
         self.reason, self.detail = reason, detail
 
 
-def _world_traversable(path: Path) -> bool:
-    """Can uid 65534 reach ``path``? (every directory on the way must be o+x, the file o+r)."""
-    p = path.resolve()
-    for parent in [*reversed(p.parents)]:
-        try:
-            if not parent.stat().st_mode & 0o001:
-                return False
-        except OSError:
-            return False
+def _needed_paths() -> list[Path]:
+    import torch
+
+    return [Path(sys.executable), Path(os.__file__), Path(__file__), Path(torch.__file__)]
+
+
+def exposure_plan(paths: list[Path]) -> list[tuple[str, str]] | None:
+    """(blocking directory, child to re-expose) pairs that make every path reachable by uid
+    65534 inside the mount namespace; [] when none is needed, None when that cannot work
+    (something below the blocking directory is itself unreadable)."""
+    pairs: list[tuple[str, str]] = []
+    for path in paths:
+        p = path.resolve()
+        chain = [*reversed(p.parents), p]
+        blocked = next((i for i, d in enumerate(chain[:-1]) if not _mode_has(d, 0o001)), None)
+        if blocked is None:
+            if not _mode_has(p, 0o004):
+                return None
+            continue
+        below = chain[blocked + 1:]
+        if not all(_mode_has(d, 0o001) for d in below[:-1]) or not _mode_has(p, 0o004) or len(below) < 2:
+            return None
+        pair = (str(chain[blocked]), str(below[0]))
+        if pair not in pairs:
+            pairs.append(pair)
+    return pairs
+
+
+def _mode_has(path: Path, bits: int) -> bool:
     try:
-        return bool(p.stat().st_mode & 0o004)
+        return bool(path.stat().st_mode & bits)
     except OSError:
         return False
 
@@ -122,11 +161,13 @@ def isolation_mode() -> tuple[str, str]:
         return "weak", f"missing {', '.join(missing)} (install util-linux)"
     if os.geteuid() != 0:
         return "weak", "namespaces need root here (unprivileged user namespaces are not used)"
-    import torch
-
-    needed = [Path(sys.executable), Path(__file__), Path(torch.__file__)]
-    user = "uid 65534" if all(_world_traversable(p) for p in needed) else "uid 0 without capabilities"
-    return "namespaces", f"unshare net/pid/mount/ipc/uts, read-only root, private tmpfs, {user}"
+    plan = exposure_plan(_needed_paths())
+    if plan is None:
+        return "weak", ("namespaces, but the Python install is not readable by uid 65534, so the worker "
+                        "would run as uid 0 (no capabilities); make the install world-readable")
+    user = "uid 65534" + (f" (install re-exposed read-only from {', '.join(c for _, c in plan)})" if plan else "")
+    return "namespaces", (f"unshare net/pid/mount/ipc/uts, read-only root, private tmpfs and /dev/shm, "
+                          f"read-only /sys, {user}")
 
 
 class SandboxedWorker:
@@ -157,15 +198,15 @@ class SandboxedWorker:
             env["TRITON_INTERPRET"] = "1"
         cmd = [sys.executable, "-I", "-m", "kernelagent.harness.worker"]
         if self.mode == "namespaces":
-            import torch
-
-            drop = all(_world_traversable(Path(p)) for p in (sys.executable, __file__, torch.__file__))
-            self._drop_to_nobody = drop
-            hide = [h for h in {os.path.expanduser("~"), "/root"} if h and os.path.isdir(h)
-                    and not _contains_any(h, [sys.prefix, sys.executable, __file__, torch.__file__, self._private])]
+            needed = _needed_paths()
+            plan = exposure_plan(needed) or []
+            self._drop_to_nobody = True   # isolation_mode() said weak otherwise
+            covered = {a for a, _ in plan}
+            hide = [h for h in {os.path.expanduser("~"), "/root"} if h and os.path.isdir(h) and h not in covered
+                    and not _contains_any(h, [sys.prefix, *map(str, needed), self._private])]
             env_setup = dict(env, KA_PRIVATE=self._private, KA_TMPFS_SIZE=self.limits.tmpfs_size,
-                             KA_HIDE=" ".join(hide),
-                             KA_SETPRIV="--reuid=65534 --regid=65534 --clear-groups" if drop else "")
+                             KA_HIDE=" ".join(hide), KA_EXPOSE=" ".join(f"{a}|{c}" for a, c in plan),
+                             KA_SETPRIV="--reuid=65534 --regid=65534 --clear-groups")
             cmd = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount", "--ipc", "--uts",
                    "--mount-proc", "sh", "-c", _SETUP_SCRIPT, "kernelagent-sandbox", *cmd]
             env = env_setup

@@ -12,9 +12,9 @@ import time
 import pytest
 
 
-def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(*args: str, timeout: float = 300, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "kernelagent.cli", *args], capture_output=True, text=True,
-                          timeout=timeout, env=dict(os.environ))
+                          timeout=timeout, env=dict(os.environ), cwd=cwd)
 
 
 def test_version():
@@ -48,7 +48,7 @@ def test_unreadable_files_are_bad_input_at_every_entry_point(tmp_path, content):
     for args in (("verify", "softmax", str(bad)), ("verify", str(bad), str(bad)),
                  ("sku", "add", str(bad_json)), ("tune", "--replay", str(bad_json), "--trials", "2"),
                  ("generate", str(bad), "--base-url", "http://127.0.0.1:9/v1", "--max-iters", "1")):
-        p = run(*args)
+        p = run(*args, cwd=tmp_path)  # generate writes its run folder under the cwd
         assert p.returncode == 2, (args, p.returncode, p.stderr[-800:])
         assert "Traceback" not in p.stderr and "error:" in p.stderr, (args, p.stderr[-800:])
 
