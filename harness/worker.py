@@ -284,7 +284,7 @@ class Worker:
         if os.environ.get("TRITON_INTERPRET") == "1":
             from ..kernels import _interpreter
 
-            (getattr(_interpreter, "patch_interpreter", None) or _interpreter.patch_bf16_dot)()
+            _interpreter.patch_interpreter()
         self.audit.install_launch_hooks()
         self.audit.install_thread_hooks()
         self.audit.install_host_read_hooks()

@@ -79,9 +79,9 @@ def prepare_interpreter() -> None:
     if interpret_requested() and "TRITON_INTERPRET" not in os.environ:
         os.environ["TRITON_INTERPRET"] = "1"
     if os.environ.get("TRITON_INTERPRET") == "1":
-        from ._interpreter import patch_bf16_dot
+        from ._interpreter import patch_interpreter
 
-        patch_bf16_dot()
+        patch_interpreter()
 
 
 def opspec(op: str) -> OpSpec:

@@ -21,9 +21,9 @@ if not HAS_CUDA:
     os.environ.setdefault("KERNELAGENT_INTERPRET", "1")
 if os.environ.get("TRITON_INTERPRET") == "1":
     # Tests that load a kernel.py directly get the same interpreter as the worker and library.
-    from kernelagent.kernels._interpreter import patch_bf16_dot
+    from kernelagent.kernels._interpreter import patch_interpreter
 
-    patch_bf16_dot()
+    patch_interpreter()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -277,7 +277,7 @@ def test_attention_fp32_few_keys_large_logits():
 
 @pytest.mark.parametrize("d_chunk", [1, 16])
 def test_attention_fp32_score_steps(d_chunk):
-    # D_CHUNK=1 is what a GPU compiles (rank-1 fp64 updates); the interpreter defaults wider.
+    # D_CHUNK=1 (rank-1 fp64 updates) and 16, around the default of 8 head dims a step.
     call = on_device(attn_case(45, 80, seq_kv=70, causal=True, dtype="fp32", dist="laplace"))
     config = {"BLOCK_M": 32, "BLOCK_N": 32, "D_CHUNK": d_chunk}
     check(attention(*call.args, **call.kwargs, config=config), call, ATTENTION, call.args[0].shape)

@@ -186,18 +186,16 @@ def _attention_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, qk_scale_lo, seq
 
 
 def default_config(seq_q: int, seq_k: int, head_dim: int, causal: bool = False,
-                   element_size: int = 2, interpreter: bool = False) -> dict:
+                   element_size: int = 2) -> dict:
     """Heuristic launch parameters; tuned configs replace these per SKU.
 
     16-bit inputs: 128 queries x 64 keys, 8 warps (two warpgroups of 64 rows), 3 stages; for
     head_dim <= 128 that compiles for sm_90 without spills in 128 KiB of shared memory, so it
-    also fits an A100. fp32 inputs build fp64 score tiles and get 32 x 32 blocks. Triton's
-    interpreter pays per program and per block, not per element, so it gets the largest
-    tiles. Short sequences shrink the blocks so seq 1 does not pay for 128 rows.
+    also fits an A100. fp32 inputs build fp64 score tiles and get 32 x 32 blocks. Short
+    sequences shrink the blocks so seq 1 does not pay for 128 rows. The same on every runtime:
+    Triton's interpreter (the CPU verify lane) runs the blocks a GPU would.
     """
-    if interpreter:
-        block_m, block_n, num_warps, num_stages = 128, 128, 4, 1
-    elif element_size >= 4:
+    if element_size >= 4:
         block_m, block_n, num_warps, num_stages = 32, 32, 8, 2
     elif head_dim > 128:
         block_m, block_n, num_warps, num_stages = 64, 32, 4, 2
@@ -253,8 +251,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     if o.numel() == 0:
         return o
 
-    interpreted = not isinstance(_attention_fwd_kernel, triton.JITFunction)
-    cfg = default_config(seq_q, seq_k, head_dim, bool(causal), q.element_size(), interpreted)
+    cfg = default_config(seq_q, seq_k, head_dim, bool(causal), q.element_size())
     unknown = set(config or {}) - set(CONFIG_KEYS)
     if unknown:
         raise ValueError(f"unknown attention config keys {sorted(unknown)}; expected {list(CONFIG_KEYS)}")
@@ -272,15 +269,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
         raise ValueError(f"scale={sm_scale!r} is outside the fp32 range the kernel scores in")
     scale_hi, scale_lo = _split_fp32(sm_scale * _LOG2E)
     block_d = max(16, triton.next_power_of_2(head_dim))
-    # fp32's fp64 score tile adds BLOCK_M x BLOCK_N x D_CHUNK products per step: one
-    # dimension at a time on a GPU (a rank-1 update, no 3-D temporaries to spill), many in
-    # the interpreter, where each numpy call costs about the same.
-    if "D_CHUNK" in cfg:
-        d_chunk = int(cfg["D_CHUNK"])
-    elif interpreted:
-        d_chunk = max(1, min(block_d, 2**18 // (block_m * block_n)))
-    else:
-        d_chunk = 1
+    # fp32's fp64 score tile adds BLOCK_M x BLOCK_N x D_CHUNK products per step. 8 head dims
+    # per step (a 32 x 32 x 8 fp64 temporary, 64 registers a thread at 8 warps) on every
+    # runtime: 1 (rank-1 updates) avoids 3-D temporaries on a GPU but costs the interpreter a
+    # numpy call per dimension (5x the CPU verify time). Not yet measured on a GPU; tunable.
+    d_chunk = int(cfg["D_CHUNK"]) if "D_CHUNK" in cfg else min(block_d, 8)
     if d_chunk < 1 or d_chunk & (d_chunk - 1):
         raise ValueError(f"D_CHUNK must be a power of two >= 1; got {d_chunk}")
     if batch * heads > 65535:

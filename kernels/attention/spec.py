@@ -6,7 +6,8 @@ import math
 
 import torch
 
-from ..spec import (DTYPE_NAMES, DTYPES, Call, Case, OpSpec, Param, Tolerance, TuningSpace,
+from .. import spec as _spec
+from ..spec import (DTYPE_NAMES, DTYPES, Call, Case, OpSpec, Param, Tolerance, TuningSpace, bench_strategy,
                     common_strategy, generator, size_strategy, tensor)
 from .kernel import default_config as _kernel_default_config
 
@@ -14,6 +15,18 @@ HEAD_DIMS = (16, 32, 64, 64, 80, 128, 128)
 # Shared memory per SM on the largest current parts (H100/H200: 227 KiB usable); the per-SKU
 # limit is checked later by compiling, this only prunes hopeless points early.
 _SMEM_BYTES = 227 * 1024
+
+
+BENCH_CASES = [
+    {"batch": 4, "heads": 32, "seq": 4096, "seq_kv": 4096, "head_dim": 128, "causal": False, "scale": None},
+    {"batch": 4, "heads": 32, "seq": 4096, "seq_kv": 4096, "head_dim": 128, "causal": True, "scale": None},
+    {"batch": 4, "heads": 32, "seq": 4096, "seq_kv": 4096, "head_dim": 64, "causal": False, "scale": None},
+    {"batch": 1, "heads": 16, "seq": 16384, "seq_kv": 16384, "head_dim": 128, "causal": True, "scale": None},
+]
+
+
+def _largest_input(p) -> int:
+    return p["batch"] * p["heads"] * max(p["seq"], p["seq_kv"]) * p["head_dim"]
 
 
 def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
@@ -24,8 +37,15 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
 def strategy(max_numel: int):
     from hypothesis import strategies as st
 
+    bench = bench_strategy(BENCH_CASES, _largest_input, max_numel)
+
     @st.composite
     def cases(draw):
+        common = draw(common_strategy(scales=(1.0, 1.0, 3.0)))
+        kind = draw(st.sampled_from(["plain"] * 8 + (["empty"] if _spec.EMPTY_CASES else [])
+                                    + (["bench"] if bench is not None else [])))
+        if kind == "bench":
+            return Case(params=dict(draw(bench)), **common)
         head_dim = draw(st.sampled_from(HEAD_DIMS))
         batch = draw(st.sampled_from([1, 1, 2]))
         heads = draw(st.sampled_from([1, 2, 3]))
@@ -35,7 +55,8 @@ def strategy(max_numel: int):
         seq_hi = max(1, min(1021, max_numel // rows, math.isqrt(64 * max_numel // rows)))
         seq = draw(size_strategy(1, seq_hi))
         seq_kv = draw(st.one_of(st.just(seq), st.just(seq), size_strategy(1, seq_hi)))
-        common = draw(common_strategy(scales=(1.0, 1.0, 3.0)))
+        if kind == "empty":
+            seq = 0  # no queries: an empty output (zero keys with queries is undefined)
         return Case(params={"batch": batch, "heads": heads, "seq": seq, "seq_kv": seq_kv,
                             "head_dim": head_dim, "causal": draw(st.booleans()),
                             "scale": draw(st.sampled_from([None, None, 0.125, 0.5]))}, **common)
@@ -112,10 +133,5 @@ OPSPEC = OpSpec(
     ),
     default_config=default_config,
     shape_key=shape_key,
-    bench_cases=[
-        {"batch": 4, "heads": 32, "seq": 4096, "seq_kv": 4096, "head_dim": 128, "causal": False, "scale": None},
-        {"batch": 4, "heads": 32, "seq": 4096, "seq_kv": 4096, "head_dim": 128, "causal": True, "scale": None},
-        {"batch": 4, "heads": 32, "seq": 4096, "seq_kv": 4096, "head_dim": 64, "causal": False, "scale": None},
-        {"batch": 1, "heads": 16, "seq": 16384, "seq_kv": 16384, "head_dim": 128, "causal": True, "scale": None},
-    ],
+    bench_cases=BENCH_CASES,
 )

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy, generator, size_strategy, tensor
+from ..spec import (PAST_CAP_ROWS, Call, Case, OpSpec, Param, Tolerance, TuningSpace, bench_strategy, common_strategy,
+                    generator, many_rows_cap, mask_neg_inf, size_strategy, tensor)
+
+# Llama-3 (128256) and Llama-2 (32000) vocabularies at training-batch token counts.
+BENCH_CASES = [{"rows": 4096, "vocab": 128256, "ignore_index": -100},
+               {"rows": 8192, "vocab": 32000, "ignore_index": -100},
+               {"rows": 16384, "vocab": 128256, "ignore_index": -100}]
 
 
 def reference(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
@@ -23,14 +29,37 @@ def strategy(max_numel: int):
         common_strategy(dtypes=("fp16",), dists=("normal", "uniform", "laplace"), scales=(1000.0,)),
     )
 
+    bench = bench_strategy(BENCH_CASES, lambda c: c["rows"] * c["vocab"], max_numel)
+    many_hi = min(many_rows_cap(max_numel), max_numel)
+    past = [r for r in PAST_CAP_ROWS if 64 < r <= many_hi]
+
     @st.composite
     def cases(draw):
-        vocab = draw(size_strategy(1, max(1, min(max_numel, 65536))))
-        rows = draw(size_strategy(1, max(1, min(64, max_numel // vocab))))
+        kind = draw(st.sampled_from(["plain"] * 7 + ["one_class"] + (["many_rows"] if past else [])
+                                    + (["bench"] if bench is not None else [])))
+        common = draw(commons)
+        if kind == "bench":
+            return Case(params=dict(draw(bench)), **common)
+        if kind == "many_rows":
+            # More rows than a capped row grid or one block of the final mean covers.
+            rows = draw(st.one_of(st.sampled_from(past), st.integers(65, many_hi)))
+            vocab = draw(size_strategy(1, max(1, min(64, max_numel // rows))))
+        elif kind == "one_class":
+            # A vocab of 1: every loss is exactly 0. Its own branch, so that the simplest draw
+            # (a verify of one example) has a loss an all-zeros answer cannot match.
+            vocab, rows = 1, draw(size_strategy(1, max(1, min(64, max_numel))))
+        else:
+            vocab = draw(size_strategy(min(2, max_numel), max(2, min(max_numel, 65536))))
+            rows = draw(size_strategy(1, max(1, min(64, max_numel // vocab))))
         # A pad id inside the vocab (0) ignores rows by a real class, not by an out-of-range value.
         ignore_index = draw(st.sampled_from([-100, -100, -1] + ([0] if vocab >= 2 else [])))
-        common = draw(commons)
-        return Case(params={"rows": rows, "vocab": vocab, "ignore_index": ignore_index}, **common)
+        params = {"rows": rows, "vocab": vocab, "ignore_index": ignore_index}
+        # Masked logits (some entries -inf, or all but the target's): the target logit and one
+        # logit of every ignored row stay finite, so every loss and the mean stay finite.
+        neg_inf = draw(st.sampled_from([None, None, None, None, "some", "all_but_one"]))
+        if neg_inf:
+            params["neg_inf"] = neg_inf
+        return Case(params=params, **common)
 
     return cases()
 
@@ -48,8 +77,12 @@ def build(case: Case) -> Call:
         target = torch.randint(0, vocab, (rows,), generator=gen, dtype=torch.int64)
     if rows >= 2:
         # Some rows ignored (padding), never all of them: the mean over zero rows is NaN.
-        n_ignored = 1 + int(torch.randint(0, max(1, rows // 3), (1,), generator=gen))
+        n_ignored = 1 + int(torch.randint(0, max(1, rows // 3), (1,), generator=gen, device="cpu"))
         target[torch.randperm(rows, generator=gen)[:min(n_ignored, rows - 1)]] = ignore_index
+    if p.get("neg_inf"):
+        ignored = target == ignore_index
+        keep = torch.where(ignored, torch.randint(0, vocab, (rows,), generator=gen, dtype=torch.int64), target)
+        mask_neg_inf(logits, p["neg_inf"], gen, keep=keep)
     kwargs = {} if ignore_index == -100 else {"ignore_index": ignore_index}
     return Call(args=(logits, target), kwargs=kwargs)
 
@@ -96,8 +129,5 @@ OPSPEC = OpSpec(
     ),
     default_config=default_config,
     shape_key=shape_key,
-    # Llama-3 (128256) and Llama-2 (32000) vocabularies at training-batch token counts.
-    bench_cases=[{"rows": 4096, "vocab": 128256, "ignore_index": -100},
-                 {"rows": 8192, "vocab": 32000, "ignore_index": -100},
-                 {"rows": 16384, "vocab": 128256, "ignore_index": -100}],
+    bench_cases=BENCH_CASES,
 )

@@ -105,6 +105,9 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     n_cols = x.shape[-1]
     _check_affine("weight", weight, n_cols)
     _check_affine("bias", bias, n_cols)
+    if x.numel() == 0:
+        # Nothing to compute (and reshape(-1, 0) of an empty (..., 0) input is ambiguous).
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
     x2 = x.reshape(-1, n_cols) if x.dim() != 2 else x
     n_rows = x2.shape[0]
     y = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import torch
 
 from ..spec import (Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy, generator,
-                     last_dim_key, row_tile_constraint, row_tile_default, size_strategy, tensor)
+                     last_dim_key, row_params_strategy, row_shape, row_tile_constraint, row_tile_default, tensor)
+
+BENCH_CASES = [{"batch": 0, "rows": 4096, "cols": 4096}, {"batch": 0, "rows": 8192, "cols": 8192},
+               {"batch": 4, "rows": 2048, "cols": 5120}]
+# Rows whose mean is far larger than their spread (offset + scale * dist): E[x^2] - E[x]^2
+# cancels to noise in fp32 at 1e4 / 1. The 16-bit offsets keep the spread representable
+# (fp16 steps by 0.5 at 1e3, bf16 by 0.5 at 1e2); at 1e4 both would round every row to one
+# constant, which tests nothing.
+OFFSETS = {"fp32": 1e4, "fp16": 1e3, "bf16": 1e2}
 
 
 def reference(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
@@ -16,16 +24,20 @@ def reference(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor |
 def strategy(max_numel: int):
     from hypothesis import strategies as st
 
+    shapes = row_params_strategy(max_numel, bench_cases=BENCH_CASES)
+
     @st.composite
     def cases(draw):
-        cols = draw(size_strategy(1, max(1, min(max_numel, 16384))))
-        batch = draw(st.sampled_from([0, 0, 2]))
-        rows = draw(size_strategy(1, max(1, min(64, max_numel // (cols * max(batch, 1))))))
+        params = dict(draw(shapes))
         # lognormal rows have a large common offset: the case that breaks E[x^2] - E[x]^2. fp16
         # stays at scale 1: Pareto x 100 would overflow its 65504 range in the *input*.
         common = draw(st.one_of(common_strategy(dtypes=("fp32", "bf16"), scales=(1.0, 1.0, 100.0)),
                                 common_strategy(dtypes=("fp16",))))
-        return Case(params={"batch": batch, "rows": rows, "cols": cols}, **common)
+        if draw(st.sampled_from([False, False, False, True])):
+            # A large common offset on top of the distribution, scale 1 so fp16 stays in range.
+            params["offset"] = OFFSETS[common["dtype"]]
+            common["scale"] = 1.0
+        return Case(params=params, **common)
 
     return cases()
 
@@ -33,8 +45,7 @@ def strategy(max_numel: int):
 def build(case: Case) -> Call:
     p = case.params
     gen = generator(case.seed)
-    shape = ((p["batch"],) if p.get("batch") else ()) + (p["rows"], p["cols"])
-    x = tensor(shape, case.dtype, case.dist, case.scale, gen, case.layout)
+    x = tensor(row_shape(p), case.dtype, case.dist, case.scale, gen, case.layout, offset=p.get("offset", 0.0))
     weight = tensor((p["cols"],), case.dtype, "normal", 1.0, gen)
     bias = tensor((p["cols"],), case.dtype, "normal", 1.0, gen)
     return Call(args=(x, weight, bias))
@@ -76,6 +87,5 @@ OPSPEC = OpSpec(
     ),
     default_config=default_config,
     shape_key=shape_key,
-    bench_cases=[{"batch": 0, "rows": 4096, "cols": 4096}, {"batch": 0, "rows": 8192, "cols": 8192},
-                 {"batch": 4, "rows": 2048, "cols": 5120}],
+    bench_cases=BENCH_CASES,
 )

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import (DTYPE_NAMES, DTYPES, LAYOUTS, Call, Case, OpSpec, Param, Tolerance, TuningSpace,
+from .. import spec as _spec
+from ..spec import (DTYPE_NAMES, DTYPES, LAYOUTS, Call, Case, OpSpec, Param, Tolerance, TuningSpace, bench_strategy,
                     common_strategy, generator, size_strategy, tensor)
 from .kernel import default_config as _kernel_default_config
 
@@ -12,6 +13,18 @@ ACTIVATIONS = (None, "relu", "gelu", "silu")
 # Shared memory per SM on the largest current parts (H100/H200: 227 KiB usable); the per-SKU
 # limit is checked later by compiling, this only prunes hopeless points early.
 _SMEM_BYTES = 227 * 1024
+
+
+BENCH_CASES = [
+    {"batch": 0, "M": 4096, "N": 4096, "K": 4096, "bias": False, "activation": None, "layout_b": "contiguous"},
+    {"batch": 0, "M": 8192, "N": 8192, "K": 8192, "bias": False, "activation": None, "layout_b": "contiguous"},
+    {"batch": 0, "M": 4096, "N": 4096, "K": 4096, "bias": True, "activation": "gelu", "layout_b": "contiguous"},
+    {"batch": 8, "M": 2048, "N": 2048, "K": 2048, "bias": False, "activation": None, "layout_b": "contiguous"},
+]
+
+
+def _largest_operand(p) -> int:
+    return max(p["batch"], 1) * max(p["M"] * p["K"], p["K"] * p["N"], p["M"] * p["N"])
 
 
 def reference(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None,
@@ -33,8 +46,21 @@ def reference(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None
 def strategy(max_numel: int):
     from hypothesis import strategies as st
 
+    bench = bench_strategy(BENCH_CASES, _largest_operand, max_numel)
+
     @st.composite
     def cases(draw):
+        common = draw(common_strategy(scales=(1.0, 1.0, 0.01, 100.0)))
+        if common["dtype"] == "fp16":
+            # Pareto tails and large scales overflow fp16's 65504 in the output; that tests
+            # fp16's range, not the kernel (PyTorch overflows too).
+            common["dist"] = "laplace" if common["dist"] == "pareto" else common["dist"]
+            common["scale"] = min(common["scale"], 1.0)
+        kind = draw(st.sampled_from(["plain"] * 8 + (["empty"] if _spec.EMPTY_CASES else [])
+                                    + (["bench"] if bench is not None else [])))
+        if kind == "bench":
+            # Production size (the GPU lane): the work bound below is for the interpreter only.
+            return Case(params=dict(draw(bench)), **common)
         # Each operand and the output stay under max_numel elements, and the work under
         # 64 * max_numel multiply-adds: the CPU interpreter's tl.dot runs at ~50 MFLOP/s.
         macs = 64 * max_numel
@@ -45,12 +71,11 @@ def strategy(max_numel: int):
         if batch:
             n = max(1, min(n, max_numel // (batch * k)))
             m = max(1, min(m, max_numel // (batch * max(k, n)), macs // (batch * n * k)))
-        common = draw(common_strategy(scales=(1.0, 1.0, 0.01, 100.0)))
-        if common["dtype"] == "fp16":
-            # Pareto tails and large scales overflow fp16's 65504 in the output; that tests
-            # fp16's range, not the kernel (PyTorch overflows too).
-            common["dist"] = "laplace" if common["dist"] == "pareto" else common["dist"]
-            common["scale"] = min(common["scale"], 1.0)
+        if kind == "empty":
+            # M, N or K of 0 (K = 0: an all-zero product, plus the bias), or a batch of 0.
+            dim = draw(st.sampled_from(["M", "N", "K", "batch"]))
+            m, n, k, batch = (0 if dim == "M" else m, 0 if dim == "N" else n, 0 if dim == "K" else k,
+                              [0] if dim == "batch" else batch)
         return Case(params={"batch": batch, "M": m, "N": n, "K": k,
                             "bias": draw(st.booleans()),
                             "activation": draw(st.sampled_from(ACTIVATIONS)),
@@ -62,7 +87,8 @@ def strategy(max_numel: int):
 def build(case: Case) -> Call:
     p = case.params
     gen = generator(case.seed)
-    lead = (p["batch"],) if p.get("batch") else ()
+    b = p.get("batch") or 0
+    lead = tuple(b) if isinstance(b, (list, tuple)) else ((b,) if b else ())  # [0]: an empty batch
     a = tensor(lead + (p["M"], p["K"]), case.dtype, case.dist, case.scale, gen, case.layout)
     b = tensor(lead + (p["K"], p["N"]), case.dtype, case.dist, case.scale, gen,
                p.get("layout_b", case.layout))
@@ -138,10 +164,5 @@ OPSPEC = OpSpec(
     ),
     default_config=default_config,
     shape_key=shape_key,
-    bench_cases=[
-        {"batch": 0, "M": 4096, "N": 4096, "K": 4096, "bias": False, "activation": None, "layout_b": "contiguous"},
-        {"batch": 0, "M": 8192, "N": 8192, "K": 8192, "bias": False, "activation": None, "layout_b": "contiguous"},
-        {"batch": 0, "M": 4096, "N": 4096, "K": 4096, "bias": True, "activation": "gelu", "layout_b": "contiguous"},
-        {"batch": 8, "M": 2048, "N": 2048, "K": 2048, "bias": False, "activation": None, "layout_b": "contiguous"},
-    ],
+    bench_cases=BENCH_CASES,
 )

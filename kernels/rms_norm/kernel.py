@@ -67,6 +67,9 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6, *,
                          f"got {tuple(weight.shape)}")
     if not x.is_floating_point() or not weight.is_floating_point():
         raise ValueError(f"rms_norm: expected floating tensors; got x {x.dtype}, weight {weight.dtype}")
+    if x.numel() == 0:
+        # Nothing to compute (and reshape(-1, 0) of an empty (..., 0) input is ambiguous).
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
     x2 = x.reshape(-1, n_cols) if x.dim() != 2 else x
     n_rows = x2.shape[0]
     y = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)

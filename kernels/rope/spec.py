@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import (DISTRIBUTIONS, DTYPES, Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy,
-                    generator, size_strategy, tensor)
+from ..spec import (DISTRIBUTIONS, DTYPES, Call, Case, OpSpec, Param, Tolerance, TuningSpace, bench_strategy,
+                    common_strategy, generator, lay_out, size_strategy, tensor)
+from .. import spec as _spec
+
+BENCH_CASES = [{"batch": 1, "heads": 32, "seq": 4096, "head_dim": 128},
+               {"batch": 4, "heads": 32, "seq": 2048, "head_dim": 128},
+               {"batch": 1, "heads": 64, "seq": 8192, "head_dim": 128}]
 
 
 def reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -13,21 +18,34 @@ def reference(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Te
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
 
+def _x_numel(p) -> int:
+    return p["batch"] * p["heads"] * p["seq"] * p["head_dim"]
+
+
 def strategy(max_numel: int):
     from hypothesis import strategies as st
 
+    bench = bench_strategy(BENCH_CASES, _x_numel, max_numel)
+
     @st.composite
     def cases(draw):
-        half = draw(st.one_of(st.sampled_from([32, 64]), size_strategy(1, 128)))
-        head_dim = 2 * half
-        batch = draw(st.sampled_from([1, 1, 2]))
-        heads = draw(size_strategy(1, max(1, min(8, max_numel // (batch * head_dim)))))
-        seq = draw(size_strategy(1, max(1, min(1024, max_numel // (batch * heads * head_dim)))))
         # A rotation can lift a component to |x| * sqrt(2): fp16 Pareto tails near 65504 would
         # overflow the output where the float64 reference is finite, so fp16 draws lighter tails.
         light = tuple(d for d in DISTRIBUTIONS if d != "pareto")
         common = draw(st.one_of(common_strategy(dtypes=("fp32", "bf16")),
                                 common_strategy(dtypes=("fp16",), dists=light)))
+        kind = draw(st.sampled_from(["plain"] * 8 + (["empty"] if _spec.EMPTY_CASES else [])
+                                    + (["bench"] if bench is not None else [])))
+        if kind == "bench":
+            return Case(params=dict(draw(bench)), **common)
+        half = draw(st.one_of(st.sampled_from([32, 64]), size_strategy(1, 128)))
+        head_dim = 2 * half
+        batch = draw(st.sampled_from([1, 1, 2]))
+        heads = draw(size_strategy(1, max(1, min(8, max_numel // (batch * head_dim)))))
+        seq = draw(size_strategy(1, max(1, min(1024, max_numel // (batch * heads * head_dim)))))
+        if kind == "empty":
+            # No positions, or no heads: an empty output (cos/sin of shape (0, half) for seq 0).
+            seq, heads = draw(st.sampled_from([(0, heads), (seq, 0)]))
         return Case(params={"batch": batch, "heads": heads, "seq": seq, "head_dim": head_dim}, **common)
 
     return cases()
@@ -42,6 +60,8 @@ def _laid_out(v: torch.Tensor, dtype: str, layout: str) -> torch.Tensor:
         return wide[..., ::2]
     if layout == "transposed":
         return v.mT.contiguous().mT
+    if layout in ("sliced", "row_step"):
+        return lay_out(v, layout)
     return v
 
 
@@ -52,7 +72,7 @@ def build(case: Case) -> Call:
                case.layout)
     # Real tables: angle = position * 10000^(-2i/head_dim), positions starting at a random offset
     # (a decode step deep into a KV cache has large angles).
-    start = int(torch.randint(0, 8192, (1,), generator=gen))
+    start = int(torch.randint(0, 8192, (1,), generator=gen, device="cpu"))  # a Python int even on meta
     half = p["head_dim"] // 2
     inv_freq = 10000.0 ** (-torch.arange(half, dtype=torch.float64) * 2 / p["head_dim"])
     angles = (start + torch.arange(p["seq"], dtype=torch.float64))[:, None] * inv_freq[None, :]
@@ -107,7 +127,5 @@ OPSPEC = OpSpec(
     ),
     default_config=default_config,
     shape_key=shape_key,
-    bench_cases=[{"batch": 1, "heads": 32, "seq": 4096, "head_dim": 128},
-                 {"batch": 4, "heads": 32, "seq": 2048, "head_dim": 128},
-                 {"batch": 1, "heads": 64, "seq": 8192, "head_dim": 128}],
+    bench_cases=BENCH_CASES,
 )

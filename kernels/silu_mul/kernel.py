@@ -65,6 +65,9 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor, *, config: dict | None = None
     if not gate.is_floating_point() or not up.is_floating_point():
         raise ValueError(f"silu_mul: expected floating tensors; got {gate.dtype} and {up.dtype}")
     out_dtype = _result_dtype(gate.dtype, up.dtype)
+    if gate.numel() == 0:
+        # Nothing to compute (and reshape(-1, 0) of an empty (..., 0) input is ambiguous).
+        return torch.empty(gate.shape, dtype=out_dtype, device=gate.device)
     if gate.dim() == 0:
         g2, u2 = gate.reshape(1, 1), up.reshape(1, 1)
     else:

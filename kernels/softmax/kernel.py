@@ -62,6 +62,9 @@ def softmax(x: torch.Tensor, *, config: dict | None = None) -> torch.Tensor:
     if x.dim() == 0:
         raise ValueError("softmax needs at least one dim; got a 0-d tensor")
     n_cols = x.shape[-1]
+    if x.numel() == 0:
+        # Nothing to compute (and reshape(-1, 0) of an empty (..., 0) input is ambiguous).
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
     x2 = x.reshape(-1, n_cols) if x.dim() != 2 else x
     n_rows = x2.shape[0]
     y = torch.empty((n_rows, n_cols), dtype=x.dtype, device=x.device)
