@@ -191,8 +191,8 @@ def encode_args(values: list | tuple, *, keep_strides: bool = True) -> tuple[lis
     return [enc(v) for v in values], (metas, blobs)
 
 
-def decode_args(encoded: list, metas: list[dict], blobs: list[bytes]) -> list:
-    tensors = [decode_tensor(m, b) for m, b in zip(metas, blobs)]
+def _substitute(encoded: list, tensors: list) -> list:
+    """Rebuild encoded values: ``{"t": i}`` is the i-th tensor, ``{"seq": …}`` a list."""
 
     def dec(e):
         if "t" in e:
@@ -202,6 +202,12 @@ def decode_args(encoded: list, metas: list[dict], blobs: list[bytes]) -> list:
         return e["v"]
 
     return [dec(e) for e in encoded]
+
+
+def decode_args(encoded: list, metas: list[dict], blobs: list[bytes]) -> list:
+    tensors = [decode_tensor(m, b) for m, b in zip(metas, blobs)]
+
+    return _substitute(encoded, tensors)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,14 +278,7 @@ def unpack_shared(encoded: list, metas: list[dict], buf) -> list:
         flat = torch.frombuffer(buf, dtype=dtype, count=n // size, offset=off) if n else torch.empty(0, dtype=dtype)
         tensors.append(flat.as_strided(shape, stride, offset))
 
-    def dec(e):
-        if "t" in e:
-            return tensors[e["t"]]
-        if "seq" in e:
-            return [dec(x) for x in e["seq"]]
-        return e["v"]
-
-    return [dec(e) for e in encoded]
+    return _substitute(encoded, tensors)
 
 
 def tensor_from_bytes(dtype: torch.dtype, shape: list[int], raw: bytes) -> torch.Tensor:
