@@ -2,19 +2,19 @@
 
 ``triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", cc, 32))``
 runs the whole pipeline (TTIR → TTGIR → LLVM → PTX → cubin through the bundled ``ptxas``) with no
-driver involved. Shared memory comes from the compiled metadata (``shared``, what Triton asks
-for at launch); registers and spills come from ``ptxas -v`` run on the PTX, because without a
-GPU the compiled object never loads and never learns ``n_regs``.
+driver involved. Shared memory comes from the compiled metadata (``shared``, what Triton asks for
+at launch); registers and spills from ``ptxas -v`` on the PTX (``harness.ptxas``).
+
+This module is the public API: what to compile (:class:`CompileRequest`) and what came out
+(:class:`CompileReport`), compiling (:func:`compile_requests`, :func:`compile_kernel`,
+:func:`compile_launches`, :func:`compile_op`), whether it fits a SKU (:func:`check_feasible`) and
+the result cache. What an op launches is captured in ``harness.launch_capture``; its public names
+are re-exported here, as is :func:`parse_ptxas_log`.
 
 Triton's interpreter (``TRITON_INTERPRET=1``, which the CPU test lane sets) turns ``@triton.jit``
 into an interpreted function that cannot be compiled. This module never sets or clears that
 variable in its own process: when it is on, compilation runs in a child process started without
 it (``python -m kernelagent.harness.compile``, JSON on stdin/stdout).
-
-What to compile for an op is captured from a real call (:func:`capture_launches`): the op's
-launcher runs on CPU tensors with ``KernelInterface.__getitem__`` replaced, so each
-``kernel[grid](...)`` records the JIT function, its bound arguments, the grid and the launch
-options instead of launching. The signature is then typed the way Triton's own launcher types it.
 
 Reports are cached on disk (``$KERNELAGENT_CACHE_DIR/compile``, default
 ``~/.cache/kernelagent/compile``) keyed by the kernel source hash, function, signature,
@@ -26,8 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
-import importlib.util
-import inspect
+import importlib
 import io
 import json
 import math
@@ -39,9 +38,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from kernelagent.errors import BadInput, EnvironmentProblem
+
+from .launch_capture import (KernelLaunch, _base_jit, _interpreter_on, _load_module, _source_file,
+                             capture_launches)
+from .ptxas import _mma_kind, _ptxas_resources, parse_ptxas_log
+
+__all__ = ["CompileReport", "CompileRequest", "Feasibility", "KernelLaunch", "capture_launches", "check_feasible",
+           "compile_kernel", "compile_launches", "compile_op", "compile_requests", "default_cache_dir",
+           "parse_arch", "parse_ptxas_log"]
 
 CACHE_VERSION = 1
 # Env vars that change what Triton generates; they are part of the cache key.
@@ -166,286 +173,9 @@ def parse_arch(arch: Any) -> int:
     return int(m.group(1))
 
 
-def _source_file(source: str | Path, cache_dir: Path) -> tuple[Path, str]:
-    """(a file holding the source, its sha256). Source text is stored content-addressed, because
-    Triton reads a JIT function's source through ``inspect`` and needs a real file."""
-    if isinstance(source, Path) or ("\n" not in str(source) and str(source).endswith(".py")):
-        path = Path(source)
-        if not path.is_file():
-            raise BadInput(f"kernel source file not found: {path}")
-        text = path.read_text()
-        return path.resolve(), hashlib.sha256(text.encode()).hexdigest()
-    text = str(source)
-    sha = hashlib.sha256(text.encode()).hexdigest()
-    path = cache_dir / "src" / f"kernel_{sha[:24]}.py"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    return path, sha
-
-
-def _load_module(path: str | Path, sha: str, tag: str):
-    """Import a kernel file under a private name (one per source hash and interpreter mode)."""
-    name = f"_kernelagent_static_{tag}_{sha[:16]}"
-    mod = sys.modules.get(name)
-    if mod is not None:
-        return mod
-    spec = importlib.util.spec_from_file_location(name, str(path))
-    if spec is None or spec.loader is None:
-        raise BadInput(f"cannot import kernel source {path}")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    try:
-        spec.loader.exec_module(mod)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    return mod
-
-
-def _interpreter_on() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
-
-
-def _base_jit(obj: Any) -> Any:
-    """Unwrap Autotuner/Heuristics wrappers down to the JIT (or interpreted) function."""
-    seen = 0
-    while not hasattr(obj, "arg_names") and hasattr(obj, "fn") and seen < 8:
-        obj, seen = obj.fn, seen + 1
-    return obj
-
-
-# ---------------------------------------------------------------------------------------------
-# Capturing launches from a real call
-
-
-@dataclass(frozen=True)
-class KernelLaunch:
-    """One ``kernel[grid](...)`` an op's launcher made, typed as Triton's launcher types it."""
-
-    fn_name: str
-    signature: Mapping[str, str]
-    constexprs: Mapping[str, Any]
-    aligned: tuple[str, ...]
-    options: Mapping[str, Any]     # num_warps, num_stages, ... as passed at launch
-    grid: tuple[int, int, int]
-
-    @property
-    def programs(self) -> int:
-        return self.grid[0] * self.grid[1] * self.grid[2]
-
-    @property
-    def num_warps(self) -> int:
-        return int(self.options.get("num_warps", 4))
-
-    def request(self, source_path: str, source_sha: str, arch: int) -> CompileRequest:
-        return CompileRequest(source_path=source_path, source_sha=source_sha, fn_name=self.fn_name,
-                              signature=dict(self.signature), constexprs=dict(self.constexprs), arch=arch,
-                              options=dict(self.options), aligned=tuple(self.aligned))
-
-
-def _is_constexpr_annotation(ann: Any) -> bool:
-    if isinstance(ann, str):
-        return "constexpr" in ann
-    return getattr(ann, "__name__", "") == "constexpr" and "triton" in getattr(ann, "__module__", "")
-
-
-def _names(spec: Iterable[Any] | None, params: Sequence[str]) -> set[str]:
-    out = set()
-    for x in spec or ():
-        out.add(params[x] if isinstance(x, int) and 0 <= x < len(params) else str(x))
-    return out
-
-
-_TORCH_TO_TRITON = {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32", "float64": "fp64", "int8": "i8",
-                    "int16": "i16", "int32": "i32", "int64": "i64", "uint8": "u8", "bool": "u1",
-                    "float8_e4m3fn": "fp8e4nv", "float8_e5m2": "fp8e5"}
-
-
-def _specialize(value: Any, specialize: bool, align: bool) -> tuple[str, str | None]:
-    """(type, "D" when 16-byte divisible) for a runtime argument — Triton's own rule when its
-    native helper is there (triton >= 3.5), else the same rule written out."""
-    try:
-        from triton._C.libtriton import native_specialize_impl
-        from triton.backends.compiler import BaseBackend
-
-        ty, desc = native_specialize_impl(BaseBackend, value, False, specialize, align)
-        return ty, desc if isinstance(desc, str) else None
-    except ImportError:
-        pass
-    if value is None:
-        return "constexpr", None
-    if isinstance(value, bool):
-        return "u1", None
-    if isinstance(value, int):
-        if specialize and value == 1:
-            return "constexpr", None
-        ty = "i32" if -2**31 <= value < 2**31 else "u64" if value >= 2**63 else "i64"
-        return ty, "D" if specialize and align and value % 16 == 0 else ""
-    if isinstance(value, float):
-        return "fp32", None
-    if hasattr(value, "data_ptr") and hasattr(value, "dtype"):
-        name = str(value.dtype).split(".")[-1]
-        if name not in _TORCH_TO_TRITON:
-            raise BadInput(f"tensor dtype {value.dtype} has no Triton pointer type here")
-        return "*" + _TORCH_TO_TRITON[name], "D" if align and value.data_ptr() % 16 == 0 else ""
-    raise BadInput(f"cannot type kernel argument {value!r} ({type(value).__name__}) for static compilation")
-
-
-def _describe_launch(kernel: Any, grid: Any, args: tuple, kwargs: dict) -> KernelLaunch:
-    base = _base_jit(kernel)
-    raw = getattr(base, "fn", None)
-    if raw is None or not callable(raw):
-        raise BadInput(f"cannot read the Python function behind {kernel!r}")
-    params = inspect.signature(raw).parameters
-    names = list(params)
-    bound: dict[str, Any] = {}
-    options: dict[str, Any] = {}
-    if len(args) > len(names):
-        raise BadInput(f"{raw.__name__} takes {len(names)} arguments, the launcher passed {len(args)}")
-    bound.update(zip(names, args))
-    for k, v in kwargs.items():
-        (bound if k in params else options)[k] = v
-    for n, p in params.items():
-        if n not in bound:
-            if p.default is inspect.Parameter.empty:
-                raise BadInput(f"{raw.__name__}: no value for {n!r} (an autotuned kernel needs its config "
-                               f"passed explicitly for static compilation)")
-            bound[n] = p.default
-    extra = getattr(base, "kwargs", {}) if isinstance(getattr(base, "kwargs", None), dict) else {}
-    dns = _names(getattr(base, "do_not_specialize", None) or extra.get("do_not_specialize"), names)
-    dns_align = _names(getattr(base, "do_not_specialize_on_alignment", None)
-                       or extra.get("do_not_specialize_on_alignment"), names)
-    signature: dict[str, str] = {}
-    constexprs: dict[str, Any] = {}
-    aligned: list[str] = []
-    for n in names:
-        v = bound[n]
-        if _is_constexpr_annotation(params[n].annotation):
-            signature[n] = "constexpr"
-            constexprs[n] = getattr(v, "value", v) if type(v).__name__ == "constexpr" else v
-            continue
-        ty, desc = _specialize(v, n not in dns, n not in dns_align)
-        signature[n] = ty
-        if ty == "constexpr":
-            constexprs[n] = v
-        elif desc and "D" in desc:
-            aligned.append(n)
-    if callable(grid):
-        grid = grid(dict(bound, **options))
-    g = tuple(int(x) for x in (grid if isinstance(grid, (tuple, list)) else (grid,)))
-    g = (g + (1, 1, 1))[:3]
-    options = {k: v for k, v in options.items() if isinstance(v, (bool, int, float, str)) or v is None}
-    options.setdefault("num_warps", 4)
-    return KernelLaunch(fn_name=raw.__name__, signature=signature, constexprs=constexprs, aligned=tuple(aligned),
-                        options=options, grid=g)
-
-
-@contextlib.contextmanager
-def _capturing(into: list):
-    from triton.runtime.jit import KernelInterface
-
-    original = KernelInterface.__getitem__
-
-    def record(self, grid):
-        def launch(*args, **kwargs):
-            into.append(_describe_launch(self, grid, args, kwargs))
-            return None
-        return launch
-
-    KernelInterface.__getitem__ = record
-    try:
-        yield
-    finally:
-        KernelInterface.__getitem__ = original
-
-
-def capture_launches(source: str | Path, entry: str, args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
-                     config: Mapping[str, Any] | None = None, cache_dir: Path | None = None) -> list[KernelLaunch]:
-    """Run ``entry(*args, **kwargs, config=config)`` from the kernel source on CPU tensors, with
-    every ``kernel[grid](...)`` recorded instead of launched. Not thread-safe (it patches a
-    Triton class attribute for the duration of the call)."""
-    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    path, sha = _source_file(source, cache_dir)
-    mod = _load_module(path, sha, "interp" if _interpreter_on() else "jit")
-    fn = getattr(mod, entry, None)
-    if fn is None:
-        raise BadInput(f"{path} defines no entry function {entry!r}")
-    kw = dict(kwargs or {})
-    if config is not None:
-        kw["config"] = dict(config)
-    launches: list[KernelLaunch] = []
-    with _capturing(launches):
-        fn(*args, **kw)
-    if not launches:
-        raise BadInput(f"{entry}() launched no Triton kernel for this call (nothing to compile)")
-    return launches
-
-
 # ---------------------------------------------------------------------------------------------
 # Compiling (in this process or in a child without the interpreter)
 
-
-_PTXAS_REGS = re.compile(r"Used (\d+) registers")
-_PTXAS_SPILL = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
-
-
-def parse_ptxas_log(log: str) -> dict:
-    regs = _PTXAS_REGS.findall(log)
-    spill = _PTXAS_SPILL.findall(log)
-    out = {"registers": max(int(r) for r in regs) if regs else None, "stack_bytes": 0,
-           "spill_store_bytes": 0, "spill_load_bytes": 0}
-    if spill:
-        out["stack_bytes"] = max(int(s[0]) for s in spill)
-        out["spill_store_bytes"] = max(int(s[1]) for s in spill)
-        out["spill_load_bytes"] = max(int(s[2]) for s in spill)
-    return out
-
-
-def _ptxas_for(arch: int) -> str:
-    from triton.backends.nvidia import compiler as nv
-
-    try:
-        return nv.get_ptxas(arch).path
-    except TypeError:  # older Triton: get_ptxas() takes no arch
-        return nv.get_ptxas().path
-
-
-def _ptxas_resources(ptx: str, arch: int, opts: Any) -> dict:
-    """Registers and spills of the PTX under ptxas -v with the flags Triton itself uses."""
-    from triton.backends.nvidia import compiler as nv
-
-    cmd = [_ptxas_for(arch), "-v", f"--gpu-name={nv.sm_arch_from_capability(arch)}"]
-    if not getattr(opts, "enable_fp_fusion", True):
-        cmd.append("--fmad=false")
-    if getattr(opts, "ptx_options", None):
-        cmd += opts.ptx_options.split(" ")
-    try:  # Triton 3.9 adds this to dodge a ptxas 13.x bug; it changes allocation, so mirror it.
-        if "--regAllocOptLevel=2" in inspect.getsource(nv.CUDABackend.make_cubin):
-            cmd.append("--regAllocOptLevel=2")
-    except (OSError, TypeError):
-        pass
-    with tempfile.TemporaryDirectory(prefix="ka-ptxas-") as d:
-        src = Path(d) / "k.ptx"
-        src.write_text(ptx)
-        r = subprocess.run(cmd + [str(src), "-o", str(Path(d) / "k.cubin")], capture_output=True, text=True,
-                           timeout=600)
-    log = r.stdout + r.stderr
-    if r.returncode != 0:
-        raise RuntimeError(f"ptxas -v failed ({r.returncode}): {log[-2000:]}")
-    return parse_ptxas_log(log)
-
-
-def _mma_kind(ptx: str) -> str:
-    if "tcgen05.mma" in ptx:
-        return "tcgen05"
-    if "wgmma.mma_async" in ptx:
-        return "wgmma"
-    if re.search(r"\bmma\.sync\b", ptx):
-        return "mma.sync"
-    return "none"
 
 
 def _compile_one(req: CompileRequest) -> CompileReport:

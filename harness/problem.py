@@ -56,11 +56,14 @@ class ProblemTarget:
         except UnicodeDecodeError as e:
             raise BadInput(f"problem file {path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as "
                            "UTF-8 Python source") from None
+        if "\x00" in src:  # valid UTF-8 still, but no Python source holds NUL bytes
+            raise BadInput(f"problem file {path} is a binary file (it holds NUL bytes), not Python source")
         try:
             tree = ast.parse(src, filename=str(path))
-        except (SyntaxError, ValueError) as e:  # ValueError: source with NUL bytes
-            raise BadInput(f"problem file {path} does not parse: {getattr(e, 'msg', e)} at line "
-                           f"{getattr(e, 'lineno', '?')}") from None
+        except (SyntaxError, ValueError) as e:
+            line = getattr(e, "lineno", None)
+            raise BadInput(f"problem file {path} does not parse: {getattr(e, 'msg', e)}"
+                           + (f" at line {line}" if line else "")) from None
         _require(tree, path)
         name = "kernelagent_problem_" + hashlib.sha256(src.encode()).hexdigest()[:12]
         spec = importlib.util.spec_from_file_location(name, path)

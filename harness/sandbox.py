@@ -3,16 +3,21 @@
 Isolation, strongest available first:
 
 * ``namespaces``: ``unshare`` gives the worker its own network (no interfaces), PID (nothing
-  it starts outlives it), mount, IPC and UTS namespaces. Inside, every mount except /dev is
-  remounted read-only, a private tmpfs becomes HOME/TMPDIR/cwd and the Triton cache, and the
+  it starts outlives it), mount, IPC and UTS namespaces. Inside, every mount is remounted
+  read-only, /dev is replaced by a minimal read-only one (null, zero, full, random, urandom,
+  the GPU's nodes on CUDA) with a private tmpfs /dev/shm, /sys and /proc/sys are read-only,
+  a private tmpfs becomes HOME/TMPDIR/cwd and the Triton cache, and the
   process drops to uid/gid 65534 with no capabilities and ``no_new_privs`` (``setpriv``), so it
   cannot undo any of it. Needs root (or unprivileged user namespaces) and util-linux.
 * ``weak``: a plain child process with the scrubbed environment and resource limits only.
   Used only when namespaces are unavailable, and always reported in the Verdict.
 
-Both modes: a scrubbed environment (an allowlist: no API keys or tokens), rlimits on CPU time,
-file size, open files, core dumps and (without a GPU) address space, a new session so the
-whole process group is SIGKILLed on timeout or when done, and a deadline on every reply.
+Both modes: a scrubbed environment (an allowlist: no API keys or tokens), rlimits on file size,
+open files, core dumps, processes and (without a GPU) address space, a new session so the
+whole process group is SIGKILLed on timeout or when done. Time is judged by CPU: the parent
+sums the CPU time of every process in the worker's session while it waits for a reply and
+stops the worker when a use (one ``verify`` or ``measure``) exceeds ``Limits.cpu_s``; wall
+clocks only catch a worker that makes no progress (see ``Limits``).
 
 Each worker also inherits one shared-memory file (a sealed-against-shrinking ``memfd`` on
 Linux), the only fd it gets besides stdin/stdout/stderr: ``call`` inputs and outputs travel
@@ -32,63 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .isolation import (ENV_ALLOWLIST, SETUP_SCRIPT, _contains_any, _needed_paths, exposure_plan,  # noqa: F401
+                        gpu_device_nodes, isolation_mode)
+from .limits import Limits, Watch, session_cpu_seconds  # noqa: F401 - Limits is part of this module's API
 from .wire import WireError, pack_message, read_message
-
-# Environment variables a worker may inherit. Everything else, API keys first, is dropped.
-ENV_ALLOWLIST = ("PATH", "LANG", "LC_ALL", "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
-                 "NVIDIA_DRIVER_CAPABILITIES", "LD_LIBRARY_PATH", "CUDA_HOME", "TRITON_PTXAS_PATH")
-
-_SETUP_SCRIPT = r"""
-set -e
-mount --make-rprivate /
-# Stash the subtrees to re-expose (below) while /tmp is still writable.
-i=0
-for pair in $KA_EXPOSE; do
-  mkdir -p "$KA_PRIVATE/.expose$i"; mount -n --bind "${pair#*|}" "$KA_PRIVATE/.expose$i"; i=$((i+1))
-done
-awk '{print $5}' /proc/self/mountinfo | while read -r mp; do
-  case "$mp" in /dev|/dev/*|/proc|/proc/*|/sys|/sys/*) continue;; esac
-  mount -o remount,bind,ro "$mp" 2>/dev/null || true
-done
-# Re-expose the Python install under a directory uid 65534 cannot cross (a pyenv in /root):
-# cover each blocking parent with an empty tmpfs and move the stashed subtree back, read-only.
-for pair in $KA_EXPOSE; do
-  a=${pair%%|*}; mountpoint -q "$a" && [ -f "$a/.ka-expose" ] || { mount -n -t tmpfs -o size=1m,mode=0755 tmpfs "$a"; touch "$a/.ka-expose"; }
-done
-i=0
-for pair in $KA_EXPOSE; do
-  c=${pair#*|}; mkdir -p "$c"; mount -n --move "$KA_PRIVATE/.expose$i" "$c"; mount -n -o remount,bind,ro "$c"; i=$((i+1))
-done
-for pair in $KA_EXPOSE; do mount -n -o remount,ro "${pair%%|*}" 2>/dev/null || true; done
-# A private /dev/shm (nothing a candidate writes there outlives it); /sys and /proc/sys read-only.
-mount -t tmpfs -o size=64m,mode=1777,nosuid,nodev tmpfs /dev/shm 2>/dev/null || true
-mount -o remount,bind,ro /sys 2>/dev/null || true
-mount --bind /proc/sys /proc/sys 2>/dev/null && mount -o remount,bind,ro /proc/sys 2>/dev/null || true
-mount -t tmpfs -o size="$KA_TMPFS_SIZE",mode=1777 tmpfs "$KA_PRIVATE"
-for d in $KA_HIDE; do mount -t tmpfs -o size=1m,mode=0755 tmpfs "$d" 2>/dev/null || true; done
-mkdir -p "$KA_PRIVATE/triton" "$KA_PRIVATE/inductor"
-chmod 1777 "$KA_PRIVATE/triton" "$KA_PRIVATE/inductor"
-cd "$KA_PRIVATE"
-unset KA_TMPFS_SIZE KA_HIDE KA_EXPOSE
-exec setpriv $KA_SETPRIV --no-new-privs --inh-caps=-all --bounding-set=-all "$@"
-"""
-
-
-@dataclass
-class Limits:
-    wall_s: float = 120.0           # whole-worker deadline
-    reply_s: float = 60.0           # per request
-    cpu_s: int = 600
-    memory_bytes: int | None = 16 << 30   # RLIMIT_AS; None on CUDA machines (the driver reserves huge ranges)
-    file_bytes: int = 256 << 20
-    open_files: int = 1024
-    processes: int = 1024           # RLIMIT_NPROC for uid 65534 (threads count too)
-    tmpfs_size: str = "1g"
-
 
 SHM_FD_ENV = "KERNELAGENT_SHM_FD"
 
@@ -110,64 +65,13 @@ def _shared_file() -> int:
 
 
 class WorkerDied(Exception):
-    def __init__(self, reason: str, detail: str):
+    """The worker is gone (or was killed). ``kind`` says why a timeout fired: "cpu" (the budget
+    was used up), "stall" (no CPU progress), "wall" (the absolute ceiling); ``cpu_s`` is the CPU
+    the worker had used in this budget when it was stopped."""
+
+    def __init__(self, reason: str, detail: str, *, kind: str | None = None, cpu_s: float | None = None):
         super().__init__(detail)
-        self.reason, self.detail = reason, detail
-
-
-def _needed_paths() -> list[Path]:
-    import torch
-
-    return [Path(sys.executable), Path(os.__file__), Path(__file__), Path(torch.__file__)]
-
-
-def exposure_plan(paths: list[Path]) -> list[tuple[str, str]] | None:
-    """(blocking directory, child to re-expose) pairs that make every path reachable by uid
-    65534 inside the mount namespace; [] when none is needed, None when that cannot work
-    (something below the blocking directory is itself unreadable)."""
-    pairs: list[tuple[str, str]] = []
-    for path in paths:
-        p = path.resolve()
-        chain = [*reversed(p.parents), p]
-        blocked = next((i for i, d in enumerate(chain[:-1]) if not _mode_has(d, 0o001)), None)
-        if blocked is None:
-            if not _mode_has(p, 0o004):
-                return None
-            continue
-        below = chain[blocked + 1:]
-        if not all(_mode_has(d, 0o001) for d in below[:-1]) or not _mode_has(p, 0o004) or len(below) < 2:
-            return None
-        pair = (str(chain[blocked]), str(below[0]))
-        if pair not in pairs:
-            pairs.append(pair)
-    return pairs
-
-
-def _mode_has(path: Path, bits: int) -> bool:
-    try:
-        return bool(path.stat().st_mode & bits)
-    except OSError:
-        return False
-
-
-def isolation_mode() -> tuple[str, str]:
-    """('namespaces', how) or ('weak', why): what a worker started now will get."""
-    if os.environ.get("KERNELAGENT_SANDBOX") == "weak":
-        return "weak", "KERNELAGENT_SANDBOX=weak was set"
-    if sys.platform != "linux":
-        return "weak", f"no Linux namespaces on {sys.platform}"
-    missing = [t for t in ("unshare", "setpriv", "mount") if shutil.which(t) is None]
-    if missing:
-        return "weak", f"missing {', '.join(missing)} (install util-linux)"
-    if os.geteuid() != 0:
-        return "weak", "namespaces need root here (unprivileged user namespaces are not used)"
-    plan = exposure_plan(_needed_paths())
-    if plan is None:
-        return "weak", ("namespaces, but the Python install is not readable by uid 65534, so the worker "
-                        "would run as uid 0 (no capabilities); make the install world-readable")
-    user = "uid 65534" + (f" (install re-exposed read-only from {', '.join(c for _, c in plan)})" if plan else "")
-    return "namespaces", (f"unshare net/pid/mount/ipc/uts, read-only root, private tmpfs and /dev/shm, "
-                          f"read-only /sys, {user}")
+        self.reason, self.detail, self.kind, self.cpu_s = reason, detail, kind, cpu_s
 
 
 class SandboxedWorker:
@@ -179,7 +83,8 @@ class SandboxedWorker:
         self.mode, self.mode_detail = isolation_mode()
         self.proc: subprocess.Popen | None = None
         self._stderr_file = tempfile.TemporaryFile()
-        self._deadline = time.monotonic() + self.limits.wall_s
+        self._budget_start_cpu = 0.0
+        self._deadline = time.monotonic() + self.limits.wall()
         self._private = tempfile.mkdtemp(prefix="kernelagent-sbx-")
         self._drop_to_nobody = False
         self._pidns: str | None = None
@@ -206,9 +111,10 @@ class SandboxedWorker:
                     and not _contains_any(h, [sys.prefix, *map(str, needed), self._private])]
             env_setup = dict(env, KA_PRIVATE=self._private, KA_TMPFS_SIZE=self.limits.tmpfs_size,
                              KA_HIDE=" ".join(hide), KA_EXPOSE=" ".join(f"{a}|{c}" for a, c in plan),
+                             KA_DEVICES=" ".join(gpu_device_nodes()) if self.device != "cpu" else "",
                              KA_SETPRIV="--reuid=65534 --regid=65534 --clear-groups")
             cmd = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount", "--ipc", "--uts",
-                   "--mount-proc", "sh", "-c", _SETUP_SCRIPT, "kernelagent-sandbox", *cmd]
+                   "--mount-proc", "sh", "-c", SETUP_SCRIPT, "kernelagent-sandbox", *cmd]
             env = env_setup
         self.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr_file,
@@ -216,9 +122,26 @@ class SandboxedWorker:
             cwd=self._private, bufsize=0,
         )
         os.set_blocking(self.proc.stdin.fileno(), False)
-        ready = self._read(self.limits.reply_s)
+        self.begin_budget()
+        ready = self._read()
         self._pidns = self._worker_pid_namespace() if self.mode == "namespaces" else None
         return ready
+
+    # -- CPU-time accounting --------------------------------------------------------------------
+    def cpu_seconds(self) -> float:
+        """CPU the worker's session has consumed so far (0 before it started)."""
+        return session_cpu_seconds(self.proc.pid) if self.proc is not None else 0.0
+
+    def budget_used(self) -> float:
+        return max(0.0, self.cpu_seconds() - self._budget_start_cpu)
+
+    def begin_budget(self, limits: Limits | None = None) -> None:
+        """Start a new use (one verify or measure on a reused worker): its CPU budget and wall
+        ceiling count from now."""
+        if limits is not None:
+            self.limits = limits
+        self._budget_start_cpu = self.cpu_seconds()
+        self._deadline = time.monotonic() + self.limits.wall()
 
     def _worker_pid_namespace(self) -> str | None:
         """The PID namespace of unshare's child, so close() can wait until it is empty."""
@@ -256,7 +179,7 @@ class SandboxedWorker:
         if self._drop_to_nobody:
             # Counted per uid: only safe for the dedicated uid 65534 (root is exempt until setpriv).
             resource.setrlimit(resource.RLIMIT_NPROC, (lim.processes, lim.processes))
-        resource.setrlimit(resource.RLIMIT_CPU, (lim.cpu_s, lim.cpu_s + 5))
+        resource.setrlimit(resource.RLIMIT_CPU, (lim.rlimit_cpu_s, lim.rlimit_cpu_s + 5))
         resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_bytes, lim.file_bytes))
         resource.setrlimit(resource.RLIMIT_NOFILE, (lim.open_files, lim.open_files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -293,27 +216,27 @@ class SandboxedWorker:
         self.close()
 
     # -- requests -------------------------------------------------------------------------------
-    def request(self, header: dict[str, Any], blobs: list[bytes] = (), *, timeout: float | None = None,
-                max_reply_bytes: int = 1 << 34):
-        """Send a request and wait for the reply, within both the request and worker deadlines.
+    def request(self, header: dict[str, Any], blobs: list[bytes] = (), *, max_reply_bytes: int = 1 << 34,
+                extra_wall_s: float = 0.0):
+        """Send a request and wait for the reply, within the CPU budget and the wall limits
+        (``extra_wall_s``: wall time the request legitimately idles, e.g. an energy window).
 
         A reply whose blobs add up to more than ``max_reply_bytes`` is refused before any of
         them is read (the worker is killed and ``WorkerDied("crash")`` raised)."""
         assert self.proc is not None
-        timeout = timeout or self.limits.reply_s
-        deadline = min(time.monotonic() + timeout, self._deadline)
+        watch = Watch(self, extra_wall_s)
         fd = self.proc.stdin.fileno()
         for chunk in pack_message(header, list(blobs)):
             view = memoryview(chunk)
             while view:
-                self._wait(fd, "w", deadline, timeout)
+                self._wait(fd, "w", watch)
                 try:
                     view = view[os.write(fd, view):]
                 except BlockingIOError:
                     continue
                 except (BrokenPipeError, OSError):
                     raise self._died()
-        return self._read(timeout, max_reply_bytes)
+        return self._read(max_reply_bytes, watch)
 
     # -- the shared file ----------------------------------------------------------------------
     def shm_write(self, data: bytes, offset: int = 0, *, size: int | None = None) -> None:
@@ -349,30 +272,27 @@ class SandboxedWorker:
                              "(tampered with by the worker)")
         return b"".join(chunks)
 
-    def _wait(self, fd: int, mode: str, deadline: float, timeout: float) -> None:
+    def _wait(self, fd: int, mode: str, watch: "Watch") -> None:
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                self.close_quietly()
-                raise WorkerDied("timeout", f"no reply within {timeout:.0f}s (worker killed)")
+            watch.check()
             sets = ([fd], [], []) if mode == "r" else ([], [fd], [])
-            if any(select.select(*sets, min(remaining, 0.5))):
+            if any(select.select(*sets, 0.25)):
                 return
             if self.proc.poll() is not None and mode == "w":
                 raise self._died()
 
-    def _read(self, timeout: float, max_bytes: int = 1 << 34):
-        deadline = min(time.monotonic() + timeout, self._deadline)
+    def _read(self, max_bytes: int = 1 << 34, watch: "Watch | None" = None):
+        watch = watch or Watch(self)
         worker = self
 
-        class _DeadlineReader:
+        class _LimitedReader:
             def read(self, n: int) -> bytes:
                 fd = worker.proc.stdout.fileno()
-                worker._wait(fd, "r", deadline, timeout)
+                worker._wait(fd, "r", watch)
                 return os.read(fd, min(n, 1 << 24))
 
         try:
-            return read_message(_DeadlineReader(), max_bytes=max_bytes)
+            return read_message(_LimitedReader(), max_bytes=max_bytes)
         except EOFError:
             raise self._died()
         except WireError as e:
@@ -409,8 +329,3 @@ class SandboxedWorker:
         else:
             what = f"exited with status {code} before replying"
         return WorkerDied("crash", f"worker {what}" + (f"; stderr tail:\n{tail}" if tail.strip() else ""))
-
-
-def _contains_any(directory: str, paths: list[str]) -> bool:
-    d = os.path.realpath(directory) + os.sep
-    return any(os.path.realpath(p).startswith(d) for p in paths)

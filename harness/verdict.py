@@ -38,7 +38,8 @@ class Verdict:
     reason: str | None = None            # a Reason value when rejected
     detail: str = ""                     # human-readable: worst error vs budget, counterexample
     trials: int = 0                      # property-based examples evaluated
-    duration_s: float = 0.0
+    duration_s: float = 0.0              # wall time, parent's clock
+    cpu_s: float | None = None           # CPU the worker used (what --timeout limits)
     target: str = ""
     counterexample: dict[str, Any] | None = None
     worst_error_ratio: float | None = None   # max over elements of |err| / allowed (≤ 1 passes)

@@ -28,13 +28,15 @@ from typing import Any
 import torch
 
 from ..errors import BadInput
-from ..kernels.spec import DTYPE_NAMES, Call, Case, OpSpec
+from ..kernels.spec import Call, Case, OpSpec
 from .compare import compare
+from .judge import Outcome, judge_call, reason_of, zeros_would_fail
 from .problem import ProblemTarget, is_problem_path
+from .protocol import Malformed
 from .sandbox import Limits, SandboxedWorker, WorkerDied
-from .static_checks import check_candidate
+from .session import CandidateSession, SessionError, tensor_nbytes
 from .verdict import Reason, Verdict
-from .wire import WIRE_DTYPES, WireError, align, encode_args, itemsize, pack_shared, tensor_from_bytes
+from .wire import WireError, align, itemsize, pack_shared
 
 DEFAULT_EXAMPLES = 16
 SHRINK_BUDGET = 12   # extra evaluations spent shrinking a failure to a minimal counterexample
@@ -107,19 +109,8 @@ def resolve_target(target) -> OpTarget | ProblemTarget:
         raise BadInput(f"{e} (or pass a path to a KernelBench problem file)") from None
 
 
-@dataclass
-class _Outcome:
-    status: str                       # "pass" | "fail" | "skip"
-    reason: str | None = None
-    detail: str = ""
-    case: Case | None = None
-    worst_ratio: float | None = None
-    fatal: bool = False               # the worker is gone; stop evaluating
-    informative: bool = True          # would an all-zeros output have failed this case?
-
-
 class _Rejected(Exception):
-    def __init__(self, outcome: _Outcome):
+    def __init__(self, outcome: Outcome):
         super().__init__(outcome.reason)
         self.outcome = outcome
 
@@ -127,11 +118,13 @@ class _Rejected(Exception):
 @dataclass
 class _Run:
     target: Any
+    session: CandidateSession
     worker: SandboxedWorker
     init_seed: int
     device: str
     seed: int = 0
     evaluations: int = 0
+    passed: int = 0
     worst_ratio: float = 0.0
     informative: int = 0
     float64_unavailable: bool = False
@@ -140,100 +133,99 @@ class _Run:
 
 def verify(target, candidate_source: str, *, examples: int | None = None, seed: int | None = None,
            timeout: float = 120.0, config: dict | None = None, candidate_name: str = "candidate.py",
-           static_checks: bool = True) -> Verdict:
+           static_checks: bool = True, session: CandidateSession | None = None) -> Verdict:
     """Verify ``candidate_source`` against ``target`` (op name, OpSpec, or problem file path).
 
-    Raises ``BadInput`` for an unknown op or a malformed problem file; every verdict about the
-    candidate itself, including crashes and timeouts, is returned as a ``Verdict``.
-    ``static_checks=False`` exists only so tests can prove the sandbox and the runtime audit
-    hold on their own; the CLI never turns them off.
+    ``timeout``: the CPU seconds the worker may use (start, import and every call); a worker
+    that makes no progress for ``Limits.stall`` wall seconds is stopped too (see sandbox.py).
+    ``session``: a ``CandidateSession`` for this target and source, reused (tuning); without
+    one, a fresh worker is started and closed. Raises ``BadInput`` for an unknown op or a
+    malformed problem file; every verdict about the candidate itself, including crashes and
+    timeouts, is returned as a ``Verdict``. ``static_checks=False`` exists only so tests can
+    prove the sandbox and the runtime audit hold on their own; the CLI never turns them off.
     """
     t0 = time.monotonic()
-    tgt = resolve_target(target)
     examples = DEFAULT_EXAMPLES if examples is None else int(examples)
     if examples < 1:
         raise BadInput("--examples must be at least 1")
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise BadInput(f"--timeout must be a positive number of CPU seconds, got {timeout}")
+    if session is None:
+        with CandidateSession(target, candidate_source, candidate_name=candidate_name,
+                              static_checks=static_checks) as own:
+            return verify(own.target, candidate_source, examples=examples, seed=seed, timeout=timeout,
+                          config=config, session=own)
+    if not session.matches(target, candidate_source):
+        raise ValueError("the session is for another target or candidate source")
+    tgt = session.target
     seed = secrets.randbits(32) if seed is None else int(seed)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = session.device
     device_desc = torch.cuda.get_device_name() if device == "cuda" else "cpu (triton interpreter)"
     base = dict(target=tgt.name, device=device_desc, seed=seed)
 
-    problems = [] if not static_checks else check_candidate(candidate_source, entry=tgt.entry if tgt.kind == "op" else None,
-                               model_class="ModelNew" if tgt.kind == "problem" else None)
+    problems = session.problems()
     if problems:
         reason = problems[0][0]
         detail = "static check: " + "; ".join(m for _, m in problems)
         return Verdict.reject(Reason(reason), detail, duration_s=time.monotonic() - t0,
                               sandbox="not started", **base)
 
-    # One limit, the caller's: a reply may take as long as the whole verify is allowed to.
-    limits = Limits(wall_s=timeout, reply_s=max(1.0, timeout))
-    if device == "cuda":
-        limits.memory_bytes = None
-    rng = torch.Generator().manual_seed(seed)
-    init_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=rng))
-    with SandboxedWorker(device=device, limits=limits) as worker:
-        sandbox_desc = worker.mode if worker.mode == "namespaces" else f"weak: {worker.mode_detail}"
-        base["sandbox"] = sandbox_desc
-        warnings = [] if worker.mode == "namespaces" else [f"sandbox is weak ({worker.mode_detail}): "
-                                                            "no network/filesystem isolation"]
-        try:
-            worker.start()
-            loaded = worker.request(*_load_request(tgt, candidate_source, candidate_name, config, device, init_seed))[0]
-        except WorkerDied as e:
-            return Verdict.reject(Reason(e.reason), e.detail, duration_s=time.monotonic() - t0, warnings=warnings, **base)
-        if not loaded.get("ok"):
-            return Verdict.reject(_reason(loaded.get("reason"), Reason.IMPORT_ERROR), str(loaded.get("detail", ""))[:4000],
-                                  duration_s=time.monotonic() - t0, warnings=warnings, **base)
-        run = _Run(tgt, worker, init_seed, device, seed=seed)
-        failure = _property_search(run, examples, seed)
+    warnings: list[str] = []
+
+    def done(kw: dict) -> dict:
+        """Verdict fields every exit shares; ``cpu_s`` from the live worker, else as given."""
+        if session.alive():
+            kw["cpu_s"] = round(session.worker.budget_used(), 2)
+        elif kw.get("cpu_s") is not None:
+            kw["cpu_s"] = round(kw["cpu_s"], 2)
+        return dict(kw, duration_s=time.monotonic() - t0, warnings=warnings, **base)
+
+    try:
+        worker = session.begin(Limits(cpu_s=timeout))
+        base["sandbox"] = worker.mode if worker.mode == "namespaces" else f"weak: {worker.mode_detail}"
+        if worker.mode != "namespaces":
+            warnings.append(f"sandbox is weak ({worker.mode_detail}): no network/filesystem isolation")
+        session.load(config)
+    except WorkerDied as e:
+        detail = e.detail + (_interpreter_note(device) if e.reason == "timeout" else "")
+        return Verdict.reject(reason_of(e.reason, Reason.CRASH), detail, **done({"cpu_s": e.cpu_s}))
+    except SessionError as e:
+        return Verdict.reject(reason_of(e.reason, Reason.IMPORT_ERROR), e.detail[:4000], **done({}))
+    run = _Run(tgt, session, worker, session.init_seed, device, seed=seed)
+    failure = _property_search(run, examples, seed)
     if run.float64_unavailable:
         warnings.append("the reference could not run in float64: the budget is relative to PyTorch's "
                         "result in the input dtype instead (weaker)")
 
-    duration = time.monotonic() - t0
     if failure is None:
         if run.evaluations == 0:
             return Verdict.reject(Reason.MISMATCH, "no example could be evaluated (every drawn input gave a "
-                                  "non-finite reference)", duration_s=duration, warnings=warnings, **base)
+                                  "non-finite reference)", **done({}))
         if run.informative == 0:
             raise BadInput(f"target {tgt.name} is degenerate: an all-zeros output is within the error budget on "
                            "every example, so correctness cannot be judged (outputs below the numerical noise floor)")
         return Verdict(verified=True, detail=f"{run.evaluations} examples passed; worst error "
-                       f"{run.worst_ratio:.3g}× the budget", trials=run.evaluations, duration_s=duration,
-                       worst_error_ratio=run.worst_ratio, warnings=warnings, **base)
+                       f"{run.worst_ratio:.3g}× the budget", trials=run.evaluations,
+                       worst_error_ratio=run.worst_ratio, **done({}))
     cx = failure.case.to_json() if failure.case else None
     detail = failure.detail + (f"\nminimal counterexample: {failure.case.describe()}" if failure.case else "")
-    return Verdict.reject(_reason(failure.reason, Reason.MISMATCH), detail, trials=run.evaluations,
-                          duration_s=duration, counterexample=cx, worst_error_ratio=failure.worst_ratio,
-                          warnings=warnings, **base)
+    return Verdict.reject(reason_of(failure.reason, Reason.MISMATCH), detail, trials=run.evaluations,
+                          counterexample=cx, worst_error_ratio=failure.worst_ratio,
+                          **done({"cpu_s": failure.cpu_s}))
 
 
-def _reason(value, default: Reason) -> Reason:
-    try:
-        return Reason(value)
-    except (ValueError, TypeError):
-        return default
+def _interpreter_note(device: str) -> str:
+    return ("; it ran in the Triton interpreter on the CPU, which is 10³–10⁴× slower than a GPU "
+            "(raise --timeout for large shapes)") if device == "cpu" else ""
 
 
-def _load_request(tgt, source: str, filename: str, config, device: str, init_seed: int):
-    header: dict[str, Any] = {"op": "load", "kind": tgt.kind, "entry": tgt.entry, "source": source,
-                              "filename": Path(filename).name or "candidate.py", "config": config,
-                              "device": device, "init_seed": init_seed}
-    blobs: list[bytes] = []
-    if tgt.kind == "problem":
-        enc, (metas, blobs) = encode_args(tgt.init_inputs)
-        header.update(init_args=enc, metas=metas)
-    return header, blobs
-
-
-def _property_search(run: _Run, examples: int, seed: int) -> _Outcome | None:
+def _property_search(run: _Run, examples: int, seed: int) -> Outcome | None:
     """Hypothesis drives the cases; returns the (shrunk) failing outcome, or None."""
     from hypothesis import HealthCheck, Phase, assume, given, settings
     from hypothesis import seed as hseed
 
     max_numel = (1 << 24) if run.device == "cuda" else int(os.environ.get("KERNELAGENT_CPU_MAX_NUMEL", 1 << 15))
-    memo: dict[str, _Outcome] = {}
+    memo: dict[str, Outcome] = {}
     state = {"failure_evals": None, "fatal": False}
 
     @hseed(seed)
@@ -282,7 +274,22 @@ class _Inputs:
 
 
 def _prepare(run: _Run, case: Case) -> _Inputs | None:
-    """Build the inputs and references of ``case``; None when the reference is not finite."""
+    """The inputs and references of ``case`` (cached in the session); None when the reference
+    is not finite."""
+    key = ("verify", repr(case))
+    cached = run.session.refs.get(key)
+    if cached is not None:
+        return cached if cached != "nonfinite" else None
+    inp = _build_inputs(run, case)
+    if inp is None:
+        run.session.refs.put(key, "nonfinite", 64)
+    else:
+        run.session.refs.put(key, inp, tensor_nbytes(inp.ref64, inp.native, *inp.call.args,
+                                                     *inp.call.kwargs.values()) + 2 * len(inp.image))
+    return inp
+
+
+def _build_inputs(run: _Run, case: Case) -> _Inputs | None:
     tgt = run.target
     call = tgt.build(case)
     with torch.no_grad():
@@ -319,10 +326,10 @@ def _other_inputs(run: _Run, case: Case, rng: random.Random) -> _Inputs | None:
 _SCHEDULES = ("ABA", "AAB", "BAA")
 
 
-def _evaluate(run: _Run, case: Case) -> _Outcome:
+def _evaluate(run: _Run, case: Case) -> Outcome:
     a = _prepare(run, case)
     if a is None:
-        return _Outcome("skip", case=case)
+        return Outcome("skip", case=case)
     run.float64_unavailable |= not a.float64_ok
     run.evaluations += 1
     # A secret stream (from the run's seed) picks B's seed and the order of the calls, so the
@@ -341,7 +348,7 @@ def _evaluate(run: _Run, case: Case) -> _Outcome:
                    "side_stream": run.device == "cuda" and which == "A" and a_seen == 1,
                    "poison": poisons[pos % len(poisons)]}
         got = _call(run, inp, ambient)
-        if isinstance(got, _Outcome):
+        if isinstance(got, Outcome):
             return got
         out, raw = got
         if which == "A" and a_seen == 1:
@@ -349,7 +356,7 @@ def _evaluate(run: _Run, case: Case) -> _Outcome:
                 diff = int((out.view(torch.uint8) != first_a.view(torch.uint8)).sum()) if out.numel() else 0
                 between = " with a call on other inputs between them" if schedule == "ABA" else ""
                 streams = " and current stream" if run.device == "cuda" else ""
-                return _Outcome("fail", Reason.NONDETERMINISTIC.value,
+                return Outcome("fail", Reason.NONDETERMINISTIC.value,
                                 f"two calls on the same inputs{between}, differing only in grad mode{streams}, returned "
                                 f"different bytes ({diff} bytes differ): uninitialised memory, a race, a result "
                                 "carried over from an earlier call, or behaviour that depends on ambient state", case)
@@ -361,54 +368,38 @@ def _evaluate(run: _Run, case: Case) -> _Outcome:
         worst = max(worst, verdict.worst_ratio or 0.0)
         if which == "A":
             first_a, first_raw, a_seen = out, raw, 1
-            if not compare(torch.zeros_like(out), a.ref64, a.native, run.target.tolerance,
-                           run.target.reduction_length(a.call)).ok:
+            if zeros_would_fail(out, a, run.target):
                 run.informative += 1
     run.worst_ratio = max(run.worst_ratio, worst if math.isfinite(worst) else 0.0)
-    return _Outcome("pass", case=case, worst_ratio=worst)
+    run.passed += 1
+    return Outcome("pass", case=case, worst_ratio=worst)
 
 
-def _check_values(run: _Run, inp: _Inputs, out: torch.Tensor) -> _Outcome:
+def _check_values(run: _Run, inp: _Inputs, out: torch.Tensor) -> Outcome:
     tol = run.target.tolerance
     cmp = compare(out, inp.ref64, inp.native, tol, run.target.reduction_length(inp.call))
     if not cmp.ok:
-        return _Outcome("fail", cmp.reason, cmp.detail, inp.case, worst_ratio=cmp.worst_ratio)
-    return _Outcome("pass", case=inp.case, worst_ratio=cmp.worst_ratio)
-
-
-class _Malformed(Exception):
-    pass
-
-
-def _field(reply: dict, name: str, kind, default):
-    v = reply.get(name, default)
-    if kind is int:
-        ok = type(v) is int
-    elif kind is bool:
-        ok = type(v) is bool
-    else:
-        ok = isinstance(v, kind)
-    if not ok:
-        raise _Malformed(f"field {name!r} is {type(v).__name__}, expected {getattr(kind, '__name__', kind)}")
-    return v
-
-
-def _counts(reply: dict, name: str) -> dict[str, int]:
-    d = _field(reply, name, dict, {})
-    if not all(isinstance(k, str) and type(v) is int for k, v in d.items()):
-        raise _Malformed(f"field {name!r} is not a map of names to counts")
-    return d
+        return Outcome("fail", cmp.reason, cmp.detail, inp.case, worst_ratio=cmp.worst_ratio)
+    return Outcome("pass", case=inp.case, worst_ratio=cmp.worst_ratio)
 
 
 def _call(run: _Run, inp: _Inputs, ambient: dict):
     """One call: write the inputs, ask, then judge the reply from the parent's side.
 
-    Returns (output tensor, its bytes) or a failing ``_Outcome``."""
+    Returns (output tensor, its bytes) or a failing ``Outcome``."""
     worker = run.worker
     case = inp.case
 
-    def fail(reason: Reason, detail: str, **kw) -> _Outcome:
-        return _Outcome("fail", reason.value, detail, case, **kw)
+    def fail(reason: Reason, detail: str, **kw) -> Outcome:
+        return Outcome("fail", reason.value, detail, case, **kw)
+
+    def died(e: WorkerDied) -> Outcome:
+        detail = e.detail
+        if e.reason == "timeout":
+            detail += (f"; {run.passed} case(s) passed before it; the slow case: {case.describe()}"
+                       + (f"; {e.cpu_s:.1f} CPU-seconds used" if e.cpu_s is not None else "")
+                       + _interpreter_note(run.device))
+        return fail(reason_of(e.reason, Reason.CRASH), detail, fatal=True, cpu_s=e.cpu_s)
 
     run.calls += 1
     try:
@@ -417,74 +408,12 @@ def _call(run: _Run, inp: _Inputs, ambient: dict):
         worker.shm_write(inp.image + b"\xff" * (inp.out_off - len(inp.image) + inp.out_bytes), 0)
         reply, _ = worker.request(dict(inp.header, **ambient), [], max_reply_bytes=0)
     except WorkerDied as e:
-        return fail(_reason(e.reason, Reason.CRASH), e.detail, fatal=True)
+        return died(e)
     try:
-        return _judge_reply(run, inp, reply)
+        return judge_call(worker, inp, reply)
     except WorkerDied as e:
-        return fail(_reason(e.reason, Reason.CRASH), e.detail, fatal=True)
-    except (_Malformed, WireError, KeyError, IndexError, TypeError, ValueError, AttributeError,
+        return died(e)
+    except (Malformed, WireError, KeyError, IndexError, TypeError, ValueError, AttributeError,
             OverflowError, RecursionError) as e:
         worker.close_quietly()
         return fail(Reason.CRASH, f"the worker sent a malformed reply ({type(e).__name__}: {str(e)[:300]})", fatal=True)
-
-
-def _judge_reply(run: _Run, inp: _Inputs, r: dict):
-    worker = run.worker
-    case = inp.case
-
-    def fail(reason: Reason, detail: str) -> _Outcome:
-        return _Outcome("fail", reason.value, detail, case)
-
-    if _field(r, "ok", bool, False) is not True:
-        return fail(_reason(r.get("reason"), Reason.RUNTIME_ERROR), str(r.get("detail", ""))[:4000])
-    if _field(r, "launches", int, 0) < 1:
-        return fail(Reason.NO_KERNEL, "no @triton.jit kernel of the candidate was launched during the call")
-    bad = _counts(r, "bad_ops")
-    if bad:
-        ops = ", ".join(f"aten.{k}×{v}" for k, v in sorted(bad.items())[:12])
-        return fail(Reason.PYTORCH_FALLBACK, f"PyTorch computed outside the Triton kernels during the call: {ops}")
-    reads = _counts(r, "host_reads")
-    if reads:
-        what = ", ".join(f"{k}×{v}" for k, v in sorted(reads.items())[:8])
-        return fail(Reason.PYTORCH_FALLBACK, "tensor values reached Python during the call (compute outside the "
-                    f"Triton kernels): {what}")
-    out_type = _field(r, "out_type", str, "")
-    if out_type != "torch.Tensor":
-        return fail(Reason.NOT_TENSOR, f"the output is a {out_type[:200]}, not a plain torch.Tensor")
-    # Input integrity, decided here: the bytes in the shared file against the pristine copy.
-    now = worker.shm_read(0, len(inp.image))
-    if now != inp.image:
-        moved = [i for i, (lo, hi) in enumerate(inp.ranges) if now[lo:hi] != inp.image[lo:hi]]
-        where = f"at position(s) {moved}" if moved else "next to its inputs (out of bounds)"
-        return fail(Reason.INPUT_MUTATION, f"the candidate modified its input memory {where} "
-                    "(seen by the parent in the shared inputs)")
-    claimed = _field(r, "mutated_inputs", list, [])
-    if claimed:
-        return fail(Reason.INPUT_MUTATION, f"the candidate modified its input(s) at position(s) {claimed[:16]} "
-                    "(seen by the worker on the device)")
-    if _field(r, "aliases_input", bool, False):
-        return fail(Reason.OUTPUT_REUSE, "the output shares memory with an input")
-    if _field(r, "reuses_previous_output", bool, False):
-        return fail(Reason.OUTPUT_REUSE, "the output reuses the memory of an earlier call's output (caching)")
-    if _field(r, "changed_after_return", bool, False) or _field(r, "threads_added", int, 0) > 0:
-        return fail(Reason.DEFERRED_WRITE, "the output changed after the call returned, or the call left threads running")
-    if not _field(r, "out_launched", bool, False):
-        return fail(Reason.NO_KERNEL, "the output was not written by a Triton launch of this call: its storage was "
-                    "not an argument of any launch of the candidate's kernels (built or copied by PyTorch instead)")
-    meta = _field(r, "out", dict, {})
-    shape = meta.get("shape")
-    if not isinstance(shape, list) or len(shape) > 64 or not all(type(d) is int and d >= 0 for d in shape):
-        raise _Malformed(f"bad output shape {shape!r}"[:200])
-    exp_shape, exp_dtype = list(inp.ref64.shape), inp.native.dtype
-    if shape != exp_shape:
-        return fail(Reason.SHAPE, f"output shape {tuple(shape)}, expected {tuple(exp_shape)}")
-    dtype_name = meta.get("dtype")
-    if not isinstance(dtype_name, str) or not (dtype_name in WIRE_DTYPES or dtype_name.startswith("torch.")):
-        raise _Malformed(f"unknown output dtype {str(dtype_name)[:40]!r}")  # the worker names others "torch.*"
-    if WIRE_DTYPES.get(dtype_name) is not exp_dtype:
-        return fail(Reason.DTYPE, f"output dtype {str(dtype_name)[:40]}, expected {DTYPE_NAMES.get(exp_dtype, exp_dtype)}")
-    if _field(r, "out_written", bool, False) is not True or meta.get("nbytes") != inp.out_bytes:
-        raise _Malformed(f"the output ({meta.get('nbytes')!r} bytes) was not written to the shared file "
-                         f"({inp.out_bytes} bytes expected)")
-    raw = worker.shm_read(inp.out_off, inp.out_bytes)   # a private copy: the worker cannot change it now
-    return tensor_from_bytes(exp_dtype, exp_shape, raw), raw

@@ -25,6 +25,9 @@ import threading
 import time
 import traceback
 
+from .worker_audit import Audit
+from .worker_bench import BenchState
+
 REPLY_FD = None
 
 
@@ -36,212 +39,6 @@ def _reply(header, blobs=()):
 
 def _tail(text: str, n: int = 1500) -> str:
     return text if len(text) <= n else "…" + text[-n:]
-
-
-class _Audit:
-    """What the candidate did during one call, as seen from inside its process.
-
-    * Triton launches of the candidate's own ``@triton.jit`` kernels, and the storages of every
-      tensor argument each launch got (the output must be one of them, or a view of one).
-    * Every aten op dispatched during the call, *including inside Triton launches*: there is no
-      exemption for the launch window, because the candidate's code runs there too (the grid
-      callable, pre-run hooks, ``data_ptr`` of argument objects, and under the interpreter the
-      ``@triton.jit`` body and any Python it calls). Triton's own work there is only
-      allocation, views and copies (the interpreter's argument copies), which ``ALLOWED`` admits
-      everywhere. A callable grid is evaluated by the hook itself, under this audit, before
-      Triton is called with the resulting tuple.
-    * Host reads: any value of a tensor reaching Python (``.item()``, ``float()``, ``int()``,
-      ``bool()``, iteration, ``.tolist()``, ``.numpy()``, ``__array__``, DLPack, pickling, raw
-      storage or pointer access from the candidate's code) and tensors built from Python data
-      (``torch.tensor``, ``as_tensor``, ``scalar_tensor``). During a call, values flow only
-      through Triton kernels.
-
-    All of it is a claim the parent uses only to reject: the candidate shares this process.
-    """
-
-    # aten ops that allocate, view, copy or cast: not compute on the inputs.
-    ALLOWED = {
-        "empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided", "zeros", "zeros_like",
-        "new_zeros", "ones", "ones_like", "full", "full_like", "new_full", "fill_", "zero_", "fill",
-        "view", "_unsafe_view", "reshape", "as_strided", "alias", "t", "transpose", "permute", "expand",
-        "squeeze", "unsqueeze", "slice", "select", "narrow", "split", "split_with_sizes", "unbind",
-        "chunk", "flatten", "unflatten", "contiguous", "clone", "copy_", "_to_copy", "to", "detach",
-        "resolve_conj", "resolve_neg",
-        "arange", "sym_size", "sym_stride", "sym_numel", "sym_storage_offset", "is_same_size",
-        "view_as", "expand_as", "_reshape_alias", "movedim", "swapaxes", "mT", "set_", "record_stream",
-        "empty_permuted", "_has_compatible_shallow_copy_type", "as_strided_",
-        "promote_types", "result_type", "can_cast",
-    }
-    # aten ops that move tensor values into Python, or Python values into a new tensor.
-    HOST_OPS = {
-        "_local_scalar_dense": "a tensor value read into Python (.item(), float(), int(), bool(), iteration, "
-                               "printing a scalar, bytes() of a storage)",
-        "lift_fresh": "a tensor built from Python data (torch.tensor, torch.as_tensor, new_tensor, from_numpy)",
-        "lift_fresh_copy": "a tensor built from Python data (torch.tensor, torch.as_tensor, new_tensor)",
-        "scalar_tensor": "a tensor built from a Python number (torch.scalar_tensor)",
-    }
-    # Tensor methods that hand values to Python without dispatching an aten op.
-    HOST_METHODS = ("tolist", "numpy", "__array__", "__dlpack__", "__reduce_ex__", "__cuda_array_interface__")
-    # Raw access (storage, pointers) is Triton's business; from the candidate's own code it is a
-    # way around both the dispatcher and the kernels.
-    RAW_METHODS = ("untyped_storage", "storage", "_typed_storage", "data_ptr")
-
-    def __init__(self, module_name: str, path: str):
-        self.module_name = module_name
-        self.path = path
-        self.active = False
-        self.launches = 0
-        self.kernels: set[str] = set()
-        self.bad_ops: dict[str, int] = {}
-        self.host_reads: dict[str, int] = {}
-        self.launched: set[tuple[str, int]] = set()   # (device, storage data_ptr) given to a launch
-        self.threads_started = 0
-        self._signatures: dict = {}
-
-    def reset(self):
-        self.launches, self.kernels, self.bad_ops, self.host_reads = 0, set(), {}, {}
-        self.launched, self.threads_started = set(), 0
-
-    def _count(self, table: dict, name: str):
-        table[name] = table.get(name, 0) + 1
-
-    def install_thread_hooks(self):
-        """Count threads started during a call: work in another thread escapes the aten audit."""
-        import _thread
-
-        audit = self
-        for mod, name in ((_thread, "start_new_thread"), (threading, "_start_new_thread"),
-                          (_thread, "start_joinable_thread"), (threading, "_start_joinable_thread")):
-            original = getattr(mod, name, None)
-            if original is None:
-                continue
-
-            def counted(*a, _original=original, **k):
-                audit.threads_started += 1
-                return _original(*a, **k)
-
-            setattr(mod, name, counted)
-
-    def install_host_read_hooks(self):
-        import torch
-
-        audit = self
-        for name in self.HOST_METHODS:
-            original = torch.Tensor.__dict__.get(name, getattr(torch.Tensor, name, None))
-            if original is None:
-                continue
-            if isinstance(original, property):
-                def fget(t, _fget=original.fget, _name=name):
-                    if audit.active:
-                        audit._count(audit.host_reads, f"Tensor.{_name}")
-                    return _fget(t)
-
-                setattr(torch.Tensor, name, property(fget))
-                continue
-
-            def method(*a, _original=original, _name=name, **k):
-                if audit.active:
-                    audit._count(audit.host_reads, f"Tensor.{_name}")
-                return _original(*a, **k)
-
-            setattr(torch.Tensor, name, method)
-        for name in self.RAW_METHODS:
-            original = getattr(torch.Tensor, name, None)
-            if original is None:
-                continue
-
-            def raw(*a, _original=original, _name=name, **k):
-                if audit.active and sys._getframe(1).f_code.co_filename == audit.path:
-                    audit._count(audit.host_reads, f"Tensor.{_name} (from the candidate's code)")
-                return _original(*a, **k)
-
-            setattr(torch.Tensor, name, raw)
-        for name in ("__repr__", "__str__"):
-            original = getattr(torch.Tensor, name)
-
-            def hidden(t, *a, _original=original, **k):  # printing is allowed; values are not shown
-                if audit.active:
-                    return f"tensor(<values hidden during verification>, shape={tuple(t.shape)}, dtype={t.dtype})"
-                return _original(t, *a, **k)
-
-            setattr(torch.Tensor, name, hidden)
-
-    def _grid_meta(self, fn, args, kwargs) -> dict:
-        """What Triton passes a grid callable: the kernel's arguments by name, defaults applied."""
-        import inspect
-
-        params = self._signatures.get(fn)
-        if params is None:
-            params = self._signatures[fn] = inspect.signature(fn).parameters
-        meta = dict(zip(params, args))
-        meta.update((k, v) for k, v in kwargs.items() if k in params and k not in ("grid", "warmup"))
-        for name, p in params.items():
-            if name not in meta and p.default is not inspect.Parameter.empty:
-                meta[name] = p.default
-        return meta
-
-    def _record_launch(self, values):
-        import torch
-
-        for v in values:
-            base = getattr(v, "base", None)  # TensorWrapper, TensorDescriptor
-            if isinstance(v, (tuple, list)):
-                self._record_launch(v)
-            elif isinstance(v, torch.Tensor):
-                self.launched.add((str(v.device), torch._C.TensorBase.untyped_storage(v).data_ptr()))
-            elif isinstance(base, torch.Tensor):
-                self.launched.add((str(base.device), torch._C.TensorBase.untyped_storage(base).data_ptr()))
-
-    def output_launched(self, out) -> bool:
-        import torch
-
-        if out.numel() == 0:
-            return True
-        return (str(out.device), torch._C.TensorBase.untyped_storage(out).data_ptr()) in self.launched
-
-    def install_launch_hooks(self):
-        import triton.runtime.jit as jit
-
-        classes = [jit.JITFunction]
-        try:
-            from triton.runtime.interpreter import InterpretedFunction
-            classes.append(InterpretedFunction)
-        except ImportError:  # pragma: no cover - older triton
-            pass
-        audit = self
-        for cls in classes:
-            original = cls.run
-
-            def run(self, *args, _original=original, **kwargs):
-                fn = getattr(self, "fn", None)
-                warmup = kwargs.get("warmup")
-                if getattr(fn, "__module__", None) == audit.module_name and not warmup:
-                    audit.launches += 1
-                    audit.kernels.add(fn.__name__)
-                    audit._record_launch(list(args) + list(kwargs.values()))
-                grid = kwargs.get("grid")
-                if callable(grid) and not warmup and fn is not None:
-                    # The grid is the candidate's code: run it here, audited like any other.
-                    kwargs["grid"] = grid(audit._grid_meta(fn, args, kwargs))
-                return _original(self, *args, **kwargs)
-
-            cls.run = run
-
-    def dispatch_mode(self):
-        from torch.utils._python_dispatch import TorchDispatchMode
-
-        audit = self
-
-        class Mode(TorchDispatchMode):
-            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-                name = func.overloadpacket.__name__
-                if name in audit.HOST_OPS:
-                    audit._count(audit.host_reads, f"aten.{name}")
-                elif name not in audit.ALLOWED:
-                    audit._count(audit.bad_ops, name)
-                return func(*args, **(kwargs or {}))
-
-        return Mode()
 
 
 class _Shared:
@@ -265,7 +62,8 @@ class _Shared:
 class Worker:
     def __init__(self):
         self.entry = None
-        self.audit: _Audit | None = None
+        self.audit: Audit | None = None
+        self.fn = None                     # the op entry point, before a config is bound
         self.device = "cpu"
         self.previous_outputs: list = []  # kept alive so a fresh output can never share their memory
         self.shared = _Shared()
@@ -280,7 +78,7 @@ class Worker:
         path = os.path.join(os.environ.get("TMPDIR", "/tmp"), h.get("filename", "candidate.py"))
         with open(path, "w") as f:
             f.write(h["source"])
-        self.audit = _Audit(name, path)
+        self.audit = Audit(name, path)
         if os.environ.get("TRITON_INTERPRET") == "1":
             from ..kernels import _interpreter
 
@@ -301,8 +99,8 @@ class Worker:
             fn = getattr(module, h["entry"], None)
             if not callable(fn):
                 return {"ok": False, "reason": "import-error", "detail": f"the candidate does not define {h['entry']}()"}
-            config = h.get("config")
-            self.entry = (lambda *a, **k: fn(*a, config=config, **k)) if config else fn
+            self.fn = fn
+            self.configure({"config": h.get("config")})
         else:
             from .wire import decode_args
 
@@ -317,6 +115,18 @@ class Worker:
             except BaseException:  # noqa: BLE001
                 return {"ok": False, "reason": "runtime-error", "detail": "constructing ModelNew failed:\n" + _tail(traceback.format_exc())}
             self.entry = model
+        return {"ok": True}
+
+    def configure(self, h) -> dict:
+        """Bind another tuning config to the loaded op entry point (no re-import): one worker,
+        one Triton cache, for every config a tuning run tries."""
+        config = h.get("config")
+        if self.fn is None:
+            return {"ok": False, "reason": "protocol", "detail": "configure before an op candidate was loaded"}
+        if config is not None and not isinstance(config, dict):
+            return {"ok": False, "reason": "protocol", "detail": "config must be an object or null"}
+        fn = self.fn
+        self.entry = (lambda *a, **k: fn(*a, config=config, **k)) if config else fn
         return {"ok": True}
 
     def call(self, h, blobs):
@@ -419,12 +229,12 @@ class Worker:
                 audit.active = False
 
     def bench(self, h, blobs):
-        """Runs calls for ``harness.measure``; see ``_BenchState`` for the request fields.
+        """Runs calls for ``harness.measure``; see ``worker_bench.BenchState`` for the request fields.
 
         Everything it reports (times, call counts, fingerprints) is a claim the parent checks
         against its own clock and its own copy of the outputs.
         """
-        state = self.__dict__.setdefault("_bench_state", _BenchState())
+        state = self.__dict__.setdefault("_bench_state", BenchState())
         try:
             if "sets" in h:
                 return state.stage(h, blobs), []
@@ -460,214 +270,6 @@ def _classify(e: BaseException) -> str:
     return "runtime-error"
 
 
-# ---------------------------------------------------------------------------------------------
-# Benchmarking (the "bench" op)
-
-FINGERPRINT_CHUNK = 1 << 22
-_FINGERPRINT_MOD = (1 << 61) - 1
-
-
-def fingerprint_weights(seed: int, device="cpu"):
-    """The fixed pseudo-random weights of ``fingerprint_parts`` (the parent rebuilds them)."""
-    import torch
-
-    g = torch.Generator().manual_seed(int(seed))
-    return torch.randint(1, 1 << 16, (FINGERPRINT_CHUNK,), generator=g, dtype=torch.int64).to(device)
-
-
-def fingerprint_parts(t, weights):
-    """A weighted sum of the output's bytes, computed where the output lives (no copy to the
-    host per call). Read as int16 words (bytes when the size is odd), each chunk's sum is exact
-    in int64, so the CPU and the GPU give the same numbers. Returns (chunk sums, nbytes)."""
-    import torch
-
-    b = t.detach().contiguous().reshape(-1).view(torch.uint8)
-    n = b.numel()
-    if n % 2 == 0:
-        try:
-            w = b.view(torch.int16)
-        except RuntimeError:  # misaligned storage offset
-            w = b.clone().view(torch.int16)
-    else:
-        w = b
-    sums = [(w[c:c + FINGERPRINT_CHUNK].to(torch.int64) * weights[:min(FINGERPRINT_CHUNK, w.numel() - c)]).sum()
-            for c in range(0, w.numel(), FINGERPRINT_CHUNK)]
-    return (torch.stack(sums) if sums else torch.zeros(0, dtype=torch.int64, device=t.device)), n
-
-
-def fingerprint_hex(parts) -> str:
-    sums, nbytes = parts
-    h = nbytes
-    for s in sums.tolist():
-        h = (h * 1_000_003 + int(s)) % _FINGERPRINT_MOD
-    return f"{h:016x}"
-
-
-def _persisting_l2_reset():
-    """cudaCtxResetPersistingL2Cache from the CUDA runtime torch already loaded, or None."""
-    import ctypes
-
-    for name in ("libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0", "libcudart.so"):
-        try:
-            lib = ctypes.CDLL(name, mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-        except OSError:
-            continue
-        fn = getattr(lib, "cudaCtxResetPersistingL2Cache", None)
-        if fn is not None:
-            fn.restype = ctypes.c_int
-            return fn
-    return None
-
-
-class _BenchState:
-    """Input sets staged once, the L2 flush buffer and the fingerprint weights.
-
-    Requests (fields of a ``bench`` header):
-      stage: ``sets`` [[n_args, kwarg names], …] with ``args``/``metas`` and blobs as in
-             ``call``, all sets' values flattened; ``device``.
-      run:   ``mode`` "warmup" (calls until ``duration_s`` on this process's clock, at least
-             ``min_calls``, at most ``max_calls``), "calls" (exactly ``calls``, each timed) or
-             "duration" (like warmup, for energy windows; synchronises every ``sync_every``);
-             ``order`` (set indices, cycled); ``flush_l2``; ``fingerprint_every`` (0: none),
-             ``fingerprint_phase``, ``fingerprint_seed``; ``return_outputs`` (set indices
-             whose first output travels back); ``calibrate`` {shape, dtype}: time a harness
-             function that only allocates an output, instead of the candidate.
-    """
-
-    def __init__(self):
-        self.sets: list = []
-        self.device = "cpu"
-        self._flush = None
-        self._weights: dict = {}
-        self._l2_reset = None
-        self.l2_reset_ok = False
-
-    def stage(self, h, blobs) -> dict:
-        import torch
-
-        from .wire import decode_args
-
-        self.device = h.get("device", "cpu")
-        values = decode_args(h["args"], h["metas"], blobs)
-        sets, pos = [], 0
-        for n_args, names in h["sets"]:
-            vals = values[pos:pos + n_args + len(names)]
-            pos += n_args + len(names)
-            if self.device != "cpu":
-                vals = [v.to(self.device) if isinstance(v, torch.Tensor) else v for v in vals]
-            sets.append((tuple(vals[:n_args]), dict(zip(names, vals[n_args:]))))
-        self.sets = sets
-        return {"ok": True, "staged": len(sets)}
-
-    def flush_buffer(self):
-        import torch
-
-        if self._flush is None:
-            props = torch.cuda.get_device_properties(torch.cuda.current_device())
-            l2 = int(getattr(props, "L2_cache_size", 0) or 0)
-            self._flush = torch.empty(max(256 << 20, 2 * l2), dtype=torch.uint8, device=self.device)
-            self._l2_reset = _persisting_l2_reset()
-            self.l2_reset_ok = self._l2_reset is not None
-        return self._flush
-
-    def reset_persisting_l2(self) -> None:
-        if self._l2_reset is not None and self._l2_reset() != 0:
-            self._l2_reset, self.l2_reset_ok = None, False
-
-    def weights(self, seed: int):
-        if seed not in self._weights:
-            self._weights = {seed: fingerprint_weights(seed, self.device)}
-        return self._weights[seed]
-
-    def run(self, entry, h):
-        import torch
-
-        from .wire import WIRE_DTYPES, encode_tensor
-
-        cuda = self.device != "cpu"
-        if h.get("calibrate"):
-            shape, dtype = list(h["calibrate"]["shape"]), WIRE_DTYPES[h["calibrate"]["dtype"]]
-            device = self.device
-            fn = lambda *a, **k: torch.empty(shape, dtype=dtype, device=device)  # noqa: E731
-        elif entry is None:
-            return {"ok": False, "reason": "protocol", "detail": "bench before a candidate was loaded"}, []
-        else:
-            fn = entry
-        if not self.sets:
-            return {"ok": False, "reason": "protocol", "detail": "bench before input sets were staged"}, []
-        mode = h["mode"]
-        order = [int(i) for i in h["order"]]
-        n_calls = int(h.get("calls", 0))
-        duration = float(h.get("duration_s", 0.0))
-        min_calls, max_calls = int(h.get("min_calls", 1)), int(h.get("max_calls", 1 << 31))
-        sync_every = max(1, int(h.get("sync_every", 64)))
-        fp_every, fp_phase = int(h.get("fingerprint_every", 0)), int(h.get("fingerprint_phase", 0))
-        weights = self.weights(int(h.get("fingerprint_seed", 0))) if fp_every > 0 else None
-        flush = self.flush_buffer() if (cuda and h.get("flush_l2")) else None
-        timed = mode == "calls"
-        events, times, fps, first = [], [], [], {}
-        clock = time.perf_counter
-        t_start = clock()
-        j = 0
-        with torch.no_grad():
-            while True:
-                if timed:
-                    if j >= n_calls:
-                        break
-                elif j >= max_calls or (j >= min_calls and clock() - t_start >= duration):
-                    break
-                i = order[j % len(order)]
-                args, kwargs = self.sets[i]
-                if flush is not None:
-                    self.reset_persisting_l2()
-                    flush.zero_()
-                if timed and cuda:
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    out = fn(*args, **kwargs)
-                    end.record()
-                    events.append((start, end))
-                elif timed:
-                    t0 = clock()
-                    out = fn(*args, **kwargs)
-                    times.append(clock() - t0)
-                else:
-                    out = fn(*args, **kwargs)
-                if type(out) is not torch.Tensor:
-                    return {"ok": False, "reason": "not-tensor",
-                            "detail": f"call {j} returned a {type(out).__module__}.{type(out).__qualname__}"}, []
-                if weights is not None and ((timed and i not in first) or (j - fp_phase) % fp_every == 0):
-                    parts = fingerprint_parts(out, weights)
-                    fps.append((j, parts))
-                    if timed and i not in first:
-                        first[i] = (out, parts)  # kept alive: re-read after the final sync
-                if cuda and not timed and (j + 1) % sync_every == 0:
-                    torch.cuda.synchronize()
-                j += 1
-        if cuda:
-            torch.cuda.synchronize()
-        elapsed = clock() - t_start
-        if events:
-            times = [s.elapsed_time(e) / 1e3 for s, e in events]
-        reply = {"ok": True, "n": j, "times_s": times, "elapsed_s": elapsed,
-                 "clock": "cuda-events" if cuda else "perf_counter",
-                 "fingerprints": [[k, fingerprint_hex(p)] for k, p in fps],
-                 "flush_bytes": int(flush.numel()) if flush is not None else 0,
-                 "l2_persist_reset": bool(flush is not None and self.l2_reset_ok)}
-        # Deferred writes: a first output must read the same after the final synchronize.
-        reply["changed_after_return"] = sorted(
-            i for i, (out, parts) in first.items()
-            if fingerprint_hex(fingerprint_parts(out, weights)) != fingerprint_hex(parts))
-        outs, blobs = [], []
-        for i in h.get("return_outputs") or []:
-            if int(i) in first:
-                meta, raw = encode_tensor(first[int(i)][0], keep_strides=False)
-                outs.append([int(i), meta])
-                blobs.append(raw)
-        reply["outputs"] = outs
-        return reply, blobs
-
-
 def main() -> None:
     global REPLY_FD
     # Replies go to a private copy of stdout; the candidate's prints land on stderr.
@@ -695,6 +297,8 @@ def main() -> None:
         elif op == "bench":
             header, out = worker.bench(h, blobs)
             _reply(header, out)
+        elif op == "configure":
+            _reply(worker.configure(h))
         elif op == "exit":
             _reply({"ok": True})
             return

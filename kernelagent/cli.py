@@ -51,6 +51,8 @@ def read_text_file(path: Path, what: str) -> str:
     if not path.is_file():
         raise BadInput(f"{what} not found: {path}")
     raw = path.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # what some Windows editors save; its NULs are not binary
+        raise BadInput(f"{what} {path} is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8")
     if b"\x00" in raw:
         raise BadInput(f"{what} {path} is a binary file, not Python source")
     try:
@@ -64,7 +66,7 @@ def verify(
     target: str = typer.Argument(..., help="A registered op name (see `kernelagent ops`) or a KernelBench-format problem file."),
     candidate: Path = typer.Argument(..., help="The candidate's source file (a Triton implementation)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
-    timeout: float = typer.Option(120.0, "--timeout", help="Wall-clock limit for the whole verification, seconds."),
+    timeout: float = typer.Option(120.0, "--timeout", help="CPU seconds the sandboxed worker may use for the whole verification (machine load does not count; a worker that makes no progress is stopped after min(S, 60) s of wall time)."),
     examples: Optional[int] = typer.Option(None, "--examples", help="Property-based examples (trials) to run."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for input generation (default: a fresh secret seed)."),
     config: Optional[str] = typer.Option(None, "--config", help="Launch config as JSON, passed to the candidate's entry point."),

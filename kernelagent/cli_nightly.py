@@ -40,7 +40,7 @@ def nightly_command(
                                            "(default: the harness's)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Verification seed (default: fresh; recorded in "
                                        "results.json so a failure can be reproduced)."),
-    timeout: float = typer.Option(600.0, "--timeout", help="Wall-clock limit per verification, seconds."),
+    timeout: float = typer.Option(600.0, "--timeout", help="CPU seconds per verification or measurement (machine load does not count)."),
     default: bool = typer.Option(True, "--default/--no-default", help="Also verify each op's default heuristic "
                                  "(what runs where no entry matches)."),
     retune: bool = typer.Option(False, "--retune", help="GPU mode: re-tune each regressed entry and update the library only if the new config is verified and faster than the stored one re-measured today."),

@@ -122,6 +122,8 @@ def add_cmd(file: Path = typer.Argument(..., help="A SKU JSON file (see `kernela
         if json_out:
             typer.echo(json.dumps({"ok": False, "problems": [
                 {"field": p.field, "message": p.message, "file": p.file} for p in problems]}))
+        if len(problems) == 1 and problems[0].field == "(file)":  # unreadable as a whole: one line says it
+            raise BadInput(f"SKU file {file}: {problems[0].message}; not added")
         for p in problems:
             typer.echo(f"  {p}", err=True)
         raise BadInput(f"{len(problems)} problem(s) in {file}; not added")

@@ -36,7 +36,7 @@ _PROBE = r'''
 import io, json, pickle, sys
 import numpy as np
 import torch
-from kernelagent.harness.worker import _Audit
+from kernelagent.harness.worker_audit import Audit as _Audit
 
 CAND = "/tmp/kernelagent-probe-candidate.py"
 audit = _Audit("candidate_probe", CAND)
@@ -343,18 +343,50 @@ def test_each_case_runs_a_and_b_and_repeats_a(monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# The per-reply limit follows the caller's timeout, not a fixed 60 s cap.
+# The limit is the caller's timeout, in CPU seconds, not a fixed 60 s wall cap.
 
 
-def test_the_reply_limit_follows_the_callers_timeout(monkeypatch):
+def test_the_limit_follows_the_callers_timeout(monkeypatch):
+    from kernelagent.harness import session as session_module
+
     captured = []
-    real = verify_module.SandboxedWorker
+    real = session_module.SandboxedWorker
 
     class Recording(real):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             captured.append(self.limits)
 
-    monkeypatch.setattr(verify_module, "SandboxedWorker", Recording)
+    monkeypatch.setattr(session_module, "SandboxedWorker", Recording)
     verify("softmax", "import torch\nraise RuntimeError('stop')\n", timeout=300, static_checks=False)
-    assert captured and captured[0].reply_s == 300 and captured[0].wall_s == 300
+    assert captured and captured[0].cpu_s == 300
+
+
+_RSS_PROBE = """
+import json, resource, sys
+from kernelagent.harness import verify
+v = verify("softmax", sys.stdin.read(), examples=2, seed=5, timeout=60, static_checks=False)
+print(json.dumps({"reason": v.reason, "detail": v.detail[:300],
+                  "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+"""
+
+
+def _parent_peak(source: str) -> dict:
+    res = subprocess.run([sys.executable, "-c", _RSS_PROBE], input=source, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def test_an_oversized_reply_is_refused_unread_and_the_parent_stays_small():
+    """The worker sends 256 MiB with a 1-element-sized call reply: the parent refuses it from
+    the header, before reading a byte of it; its peak RSS is that of an honest run (measured)."""
+    honest = _FORGER.format(patch={}, out_patch={}, raw=None, blob=None)
+    huge = honest.replace("None, None\n", "None, None\nBLOB = bytes(256 << 20)\n", 1)
+    assert huge != honest
+    tail = CONTROL.split("\n", 5)[-1]
+    base, forged = _parent_peak(honest + tail), _parent_peak(huge + tail)
+    assert base["reason"] is None, base
+    assert forged["reason"] == "crash" and "exceeds the limit" in forged["detail"], forged
+    grew_mib = (forged["maxrss_kib"] - base["maxrss_kib"]) / 1024
+    assert grew_mib < 64, f"the parent's peak RSS grew {grew_mib:.0f} MiB reading a refused reply"

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from kernelagent.harness.energy import (
-    REASON_SW_POWER_CAP, FakeClock, NvmlPowerMeter, PowerMeter, SimulatedPowerMeter, ThrottleEpisode,
-)
+from kernelagent.harness.energy import REASON_SW_POWER_CAP, NvmlPowerMeter, PowerMeter
 from kernelagent.harness.measure import energy_window, measure
+from kernelagent.harness.testing import FakeClock, SimulatedPowerMeter, ThrottleEpisode
 from kernelagent.kernels.spec import Case
 
 REPO = Path(__file__).resolve().parents[1]
@@ -145,6 +144,13 @@ def test_energy_module_never_sets_device_state():
     assert writers == []
 
 
+def test_energy_module_does_not_import_the_test_doubles():
+    tree = ast.parse((REPO / "harness" / "energy.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
+        {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m and m.split(".")[-1] == "testing" for m in imported)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a machine with a GPU has NVML")
 def test_nvml_meter_without_a_driver_is_an_environment_problem():
     from kernelagent.errors import EnvironmentProblem
@@ -219,7 +225,8 @@ def test_statically_forbidden_candidate_is_not_measured():
 
 
 def test_speedup_and_roofline_checks():
-    from kernelagent.harness.measure import Measurement, _judge_speed
+    from kernelagent.harness.measure import Measurement
+    from kernelagent.harness.measure_checks import judge_speed as _judge_speed
     from kernelagent.harness.verify import resolve_target
 
     tgt = resolve_target("softmax")

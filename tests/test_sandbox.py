@@ -143,19 +143,24 @@ def test_namespaces_mode_is_reported_when_used():
 @needs_namespaces
 def test_worker_is_unprivileged_and_leaves_nothing_in_shared_places():
     """Never uid 0 (a Python install under /root is re-exposed read-only, the rest of /root is
-    hidden); /dev/shm is private, so a file written there does not outlive the worker; /sys and
-    /proc/sys are read-only."""
+    hidden); /dev is minimal and read-only, with a private /dev/shm, so a file written there does
+    not outlive the worker; /sys and /proc/sys are read-only."""
     marker = f"/dev/shm/kernelagent-probe-{os.getpid()}"
     src = "import os\n" + KERNEL_ONLY + (
         "def softmax(x, *, config=None):\n"
         f"    open({marker!r}, 'w').write('x')\n"
         "    facts = {'uid': os.getuid(), 'home': sorted(os.listdir(os.path.expanduser('~root'))),\n"
-        "             'sys': os.access('/sys/kernel', os.W_OK), 'procsys': os.access('/proc/sys/kernel', os.W_OK)}\n"
+        "             'sys': os.access('/sys/kernel', os.W_OK), 'procsys': os.access('/proc/sys/kernel', os.W_OK),\n"
+        "             'dev': sorted(os.listdir('/dev')), 'devw': os.access('/dev', os.W_OK),\n"
+        "             'shmw': os.access('/dev/shm', os.W_OK)}\n"
         "    raise RuntimeError('FACTS=' + repr(facts))\n")
     verdict = _run(src)
     assert "FACTS=" in verdict.detail, verdict.detail[-1500:]
     facts = eval(verdict.detail.rsplit("FACTS=", 1)[1].splitlines()[0])  # our own repr of a dict
     assert facts["uid"] != 0
     assert facts["sys"] is False and facts["procsys"] is False
+    assert set(facts["dev"]) <= {"null", "zero", "full", "random", "urandom", "shm", "fd", "stdin", "stdout",
+                                 "stderr"}, facts["dev"]
+    assert facts["devw"] is False and facts["shmw"] is True
     assert not set(facts["home"]) - {".pyenv", ".ka-expose", ".local"}, facts["home"]
     assert not os.path.exists(marker)

@@ -32,6 +32,7 @@ import json
 import math
 import os
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -139,8 +140,9 @@ def load(path: str | os.PathLike) -> RecordedSpace:
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise BadInput(f"replay file {path}: corrupt gzip data ({e})") from None
+        except (OSError, EOFError, zlib.error) as e:  # zlib.error: a valid header over a broken stream
+            why = "the file ends mid-stream: truncated?" if isinstance(e, EOFError) else e
+            raise BadInput(f"replay file {path}: corrupt gzip data ({why})") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

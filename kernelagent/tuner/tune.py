@@ -18,8 +18,10 @@ atomic, locked, predicted never replaces measured).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
+import secrets
 import platform
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -137,7 +139,7 @@ def _nearest_warm_start(op: str, sku, dtype: str, bucket: dict, library_dir) -> 
 
 
 def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, seed: int | None,
-               energy: bool) -> Callable[[Mapping[str, Any]], tuple]:
+               energy: bool, session=None) -> Callable[[Mapping[str, Any]], tuple]:
     """measure(config) -> (latency_s | None, energy_j | None, reason)."""
     if backend == "model":
         from . import model
@@ -158,14 +160,13 @@ def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, se
         rb = ReplayBackend.from_file(replay_path)
         return rb.objective
     from ..harness.measure import MeasureError, measure
-    from ..kernels import kernel_path
-
-    source = kernel_path(task.op).read_text()
 
     def on_gpu(config):
+        # One session for every trial: one worker and Triton cache, inputs staged and their
+        # references computed once; only the config changes between trials.
         try:
-            m = measure(task.op, source, call, config=dict(config), dtype=task.dtype, seed=seed, energy=energy,
-                        meter="auto" if energy else None)
+            m = measure(task.op, session.source, call, config=dict(config), dtype=task.dtype, seed=seed,
+                        energy=energy, meter="auto" if energy else None, session=session)
         except MeasureError as e:
             return None, None, f"{e.reason}: {e.detail}"[:300]
         if m.flags:
@@ -188,6 +189,7 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
     import torch
 
     from .. import library
+    from ..harness.session import CandidateSession
     from ..harness.verify import verify
     from ..kernels import get_opspec, kernel_path
     from ..kernels._configs import predicted_win_is_clear
@@ -225,88 +227,94 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
     versions = _versions(device)
     results = []
     for task in tasks:
-        spec = get_opspec(task.op)
-        # Real tensors only for backends that run or compile the kernel; replay needs none.
-        call = spec.build(Case(params=task.case_params, dtype=task.dtype, seed=0)) if backend != "replay" else None
-        space = SearchSpace.from_tuning_space(spec.tuning_space, task.case_params)
-        default = spec.default_config(_meta_shape_key(spec, task))
-        warm = _nearest_warm_start(task.op, sku, task.dtype, task.bucket, library_dir)
-        objective = _objective(backend, task, spec, call, sku, replay_path, seed=seed, energy=policy != "latency")
-        done = [0]
+        with contextlib.ExitStack() as stack:   # this task's candidate session
+            spec = get_opspec(task.op)
+            # Real tensors only for backends that run or compile the kernel; replay needs none.
+            call = spec.build(Case(params=task.case_params, dtype=task.dtype, seed=0)) if backend != "replay" else None
+            space = SearchSpace.from_tuning_space(spec.tuning_space, task.case_params)
+            default = spec.default_config(_meta_shape_key(spec, task))
+            warm = _nearest_warm_start(task.op, sku, task.dtype, task.bucket, library_dir)
+            source = kernel_path(task.op).read_text()
+            session = stack.enter_context(CandidateSession(task.op, source))
+            objective = _objective(backend, task, spec, call, sku, replay_path, seed=seed, energy=policy != "latency",
+                                   session=session)
+            done = [0]
 
-        def counted(config, _objective=objective, _task=task):
-            out = _objective(config)
-            done[0] += 1
-            if progress:
-                progress(_task.label, done[0], trials)
-            return out
+            def counted(config, _objective=objective, _task=task):
+                out = _objective(config)
+                done[0] += 1
+                if progress:
+                    progress(_task.label, done[0], trials)
+                return out
 
-        study = study_name_for(task.op, sku.id, task.dtype, task.bucket_str, space)
-        sr = run_search(space, counted, budget=trials, study_name=study, storage=storage, seed=seed,
-                        policy=policy, default_config=default, warm_start=warm)
-        res = TuneResult(op=task.op, sku=sku.id, dtype=task.dtype, bucket=task.bucket, backend=backend,
-                         measured=backend != "model", policy=policy, sampler=sr.sampler,
-                         trials_used=sr.trials_used, study=study, pareto_front=sr.pareto_front, note=sr.note)
-        ranked = sorted((m for m in sr.measurements if m.get("latency_s") is not None),
-                        key=lambda m: m["latency_s"])
-        default_key = json.dumps([default.get(p.name) for p in space.params], default=str)
-        dflt = next((m for m in ranked if json.dumps([m["config"].get(p.name) for p in space.params],
-                                                     default=str) == default_key), None)
-        if dflt:
-            res.default_latency_us = dflt["latency_s"] * 1e6
-        order = ([sr.best_config] if sr.best_config else []) + [m["config"] for m in ranked]
-        seen, candidates = set(), []
-        for c in order:
-            k = json.dumps(c, sort_keys=True, default=str)
-            if k not in seen:
-                seen.add(k)
-                candidates.append(c)
-        source = kernel_path(task.op).read_text()
-        for config in candidates[:REVERIFY_TOP]:
-            verdict = verify(task.op, source, config=dict(config), examples=verify_examples, seed=seed)
-            if verdict.verified:
-                m = next(m for m in sr.measurements if m["config"] == config)
-                res.best_config, res.verified = dict(config), True
-                res.latency_us = m["latency_s"] * 1e6
-                res.energy_uj = None if m.get("energy_j") is None else m["energy_j"] * 1e6
-                res.verify_detail = f"{verdict.trials} examples on {verdict.device}: {verdict.detail}"
-                break
-            res.verify_detail += f"config {config} rejected by the harness: {verdict.reason}: {verdict.detail[:200]}\n"
-        if res.verified and res.default_latency_us and res.latency_us:
-            res.speedup_vs_default = res.default_latency_us / res.latency_us
-        evidence_extra = {}
-        if backend == "model":
-            from .model import RELATIVE_UNCERTAINTY
+            study = study_name_for(task.op, sku.id, task.dtype, task.bucket_str, space)
+            sr = run_search(space, counted, budget=trials, study_name=study, storage=storage, seed=seed,
+                            policy=policy, default_config=default, warm_start=warm)
+            res = TuneResult(op=task.op, sku=sku.id, dtype=task.dtype, bucket=task.bucket, backend=backend,
+                             measured=backend != "model", policy=policy, sampler=sr.sampler,
+                             trials_used=sr.trials_used, study=study, pareto_front=sr.pareto_front, note=sr.note)
+            ranked = sorted((m for m in sr.measurements if m.get("latency_s") is not None),
+                            key=lambda m: m["latency_s"])
+            default_key = json.dumps([default.get(p.name) for p in space.params], default=str)
+            dflt = next((m for m in ranked if json.dumps([m["config"].get(p.name) for p in space.params],
+                                                         default=str) == default_key), None)
+            if dflt:
+                res.default_latency_us = dflt["latency_s"] * 1e6
+            order = ([sr.best_config] if sr.best_config else []) + [m["config"] for m in ranked]
+            seen, candidates = set(), []
+            for c in order:
+                k = json.dumps(c, sort_keys=True, default=str)
+                if k not in seen:
+                    seen.add(k)
+                    candidates.append(c)
+            # The same cases for every config re-verified (their references are computed once).
+            verify_seed = seed if seed is not None else secrets.randbits(32)
+            for config in candidates[:REVERIFY_TOP]:
+                verdict = verify(task.op, source, config=dict(config), examples=verify_examples, seed=verify_seed,
+                                 session=session)
+                if verdict.verified:
+                    m = next(m for m in sr.measurements if m["config"] == config)
+                    res.best_config, res.verified = dict(config), True
+                    res.latency_us = m["latency_s"] * 1e6
+                    res.energy_uj = None if m.get("energy_j") is None else m["energy_j"] * 1e6
+                    res.verify_detail = f"{verdict.trials} examples on {verdict.device}: {verdict.detail}"
+                    break
+                res.verify_detail += f"config {config} rejected by the harness: {verdict.reason}: {verdict.detail[:200]}\n"
+            if res.verified and res.default_latency_us and res.latency_us:
+                res.speedup_vs_default = res.default_latency_us / res.latency_us
+            evidence_extra = {}
+            if backend == "model":
+                from .model import RELATIVE_UNCERTAINTY
 
-            gain = RELATIVE_UNCERTAINTY if min_predicted_gain is None else float(min_predicted_gain)
-            evidence_extra["uncertainty_rel"] = gain
-        unclear = backend == "model" and res.verified and not predicted_win_is_clear(
-            {"speedup_vs_default": res.speedup_vs_default, **evidence_extra})
-        if unclear and write:
-            gain = "no prediction for the default" if res.speedup_vs_default is None else \
-                f"a predicted {res.speedup_vs_default:.2f}x"
-            res.note = (res.note + "; " if res.note else "") + (
-                f"not written: {gain} over the default is within the model's ±{evidence_extra['uncertainty_rel']:.0%} "
-                "uncertainty, so the default heuristic stays")
-        elif res.verified and write and accept is not None and not accept(res):
-            res.note = (res.note + "; " if res.note else "") + "not written: the caller's acceptance test refused it"
-        elif res.verified and write:
-            entry = {
-                "dtype": task.dtype, "bucket": task.bucket, "config": res.best_config,
-                "kernel_sha256": library.kernel_sha256(task.op),
-                "evidence": {"latency_us": res.latency_us, "energy_uj": res.energy_uj, "backend": backend,
-                             "measured": backend != "model", "trials": res.trials_used,
-                             "speedup_vs_default": res.speedup_vs_default, "policy": policy,
-                             "case": task.case_params, "study": study, "sampler": sr.sampler,
-                             "verified": res.verify_detail[:300], **evidence_extra},
-                "provenance": {**{k: v for k, v in versions.items() if k != "python"},
-                               "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                               "method": f"kernelagent tune: optuna {sr.sampler}, {res.trials_used} "
-                                         f"{'predictions' if backend == 'model' else 'measurements'} ({backend})"},
-            }
-            out = library.record_entry(task.op, sku.id, entry, library_dir)
-            res.library_action, res.library_path = out.action, str(out.path)
-        results.append(res)
+                gain = RELATIVE_UNCERTAINTY if min_predicted_gain is None else float(min_predicted_gain)
+                evidence_extra["uncertainty_rel"] = gain
+            unclear = backend == "model" and res.verified and not predicted_win_is_clear(
+                {"speedup_vs_default": res.speedup_vs_default, **evidence_extra})
+            if unclear and write:
+                gain = "no prediction for the default" if res.speedup_vs_default is None else \
+                    f"a predicted {res.speedup_vs_default:.2f}x"
+                res.note = (res.note + "; " if res.note else "") + (
+                    f"not written: {gain} over the default is within the model's ±{evidence_extra['uncertainty_rel']:.0%} "
+                    "uncertainty, so the default heuristic stays")
+            elif res.verified and write and accept is not None and not accept(res):
+                res.note = (res.note + "; " if res.note else "") + "not written: the caller's acceptance test refused it"
+            elif res.verified and write:
+                entry = {
+                    "dtype": task.dtype, "bucket": task.bucket, "config": res.best_config,
+                    "kernel_sha256": library.kernel_sha256(task.op),
+                    "evidence": {"latency_us": res.latency_us, "energy_uj": res.energy_uj, "backend": backend,
+                                 "measured": backend != "model", "trials": res.trials_used,
+                                 "speedup_vs_default": res.speedup_vs_default, "policy": policy,
+                                 "case": task.case_params, "study": study, "sampler": sr.sampler,
+                                 "verified": res.verify_detail[:300], **evidence_extra},
+                    "provenance": {**{k: v for k, v in versions.items() if k != "python"},
+                                   "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                   "method": f"kernelagent tune: optuna {sr.sampler}, {res.trials_used} "
+                                             f"{'predictions' if backend == 'model' else 'measurements'} ({backend})"},
+                }
+                out = library.record_entry(task.op, sku.id, entry, library_dir)
+                res.library_action, res.library_path = out.action, str(out.path)
+            results.append(res)
     return results
 
 
