@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from .errors import BadInput, KernelAgentError
+from .errors import BadInput, KernelAgentError, read_text_file  # noqa: F401 - read_text_file is used by the sub-CLIs
 
 app = typer.Typer(
     name="kernelagent",
@@ -44,21 +44,6 @@ def _version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")) -> None:
     """Write, verify and tune Triton GPU kernels for a GPU SKU."""
-
-
-def read_text_file(path: Path, what: str) -> str:
-    """A user-supplied source file as text, or a BadInput naming it (missing, binary, not UTF-8)."""
-    if not path.is_file():
-        raise BadInput(f"{what} not found: {path}")
-    raw = path.read_bytes()
-    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # what some Windows editors save; its NULs are not binary
-        raise BadInput(f"{what} {path} is UTF-16 text (it starts with a UTF-16 byte-order mark); save it as UTF-8")
-    if b"\x00" in raw:
-        raise BadInput(f"{what} {path} is a binary file, not Python source")
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise BadInput(f"{what} {path} is not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
 
 
 @app.command()

@@ -12,8 +12,6 @@ from typing import Optional
 
 import typer
 
-from .errors import BadInput
-
 
 def register(app: typer.Typer) -> None:
     app.command("generate")(generate_command)
@@ -54,8 +52,6 @@ def generate_command(
     """Generate a verified Triton kernel for TARGET with an LLM (OpenAI-compatible endpoint)."""
     from .agent.run import GenerateOptions, generate
 
-    if replay is not None:
-        _check_recording_text(replay)
     opts = GenerateOptions(
         target=target, sku=sku, base_url=base_url, model=model, parallel=parallel, max_iters=max_iters,
         budget_tokens=budget_tokens, budget_seconds=budget_seconds, out=out, replay=replay, resume=resume,
@@ -84,17 +80,3 @@ def generate_command(
                f"({'configured price' if u['cost_usd'] else 'price not configured: --price-prompt/--price-completion'}); "
                f"report: {result.outputs.get('report')}")
     raise typer.Exit(result.exit_code)
-
-
-def _check_recording_text(path: Path) -> None:
-    """A recording that is not UTF-8 text is bad input, said before the agent reads it line by line
-    (a missing file is left to the agent, which says so)."""
-    if not path.is_file():
-        return
-    try:
-        path.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise BadInput(f"cannot read recording {path}: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise BadInput(f"recording {path} is not UTF-8 text (byte {e.start}: {e.reason}); a recording is "
-                       "exchanges.jsonl, one JSON object per line") from None

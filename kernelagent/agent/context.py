@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput
+from ..errors import BadInput, read_text_file
 
 MAX_EXAMPLE_CHARS = 7000
 MAX_EXAMPLES = 2
@@ -41,8 +41,8 @@ def resolve_target(target: str) -> tuple[str, str, str]:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
+        return read_text_file(path, "problem file")
+    except OSError as e:
         raise BadInput(f"cannot read problem file {path}: {e}") from None
 
 

@@ -267,7 +267,8 @@ GUIDANCE = {
                 "stride handling, the reduction order and fp32 accumulation.",
     "nonfinite": "NaN/Inf appeared where the reference is finite: check masked lanes (`other=`) and "
                  "overflow in exp/sum; subtract the max before exp.",
-    "timeout": "Verification ran out of time: the kernel is far too slow or never finishes on these sizes.",
+    "timeout": "Verification ran out of its CPU-time budget (machine load does not count), or the worker stopped "
+               "making progress: the kernel is far too slow on the slow case named above, loops forever, or waits.",
     "compile-error": "Triton could not compile or launch the kernel; the compiler's message is above.",
 }
 

@@ -71,17 +71,23 @@ def _records(path: Path):
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"recording not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BadInput(f"{path}:{n}: not JSON ({e.msg}); a recording is one JSON object per line") from None
-            if not isinstance(record, dict):
-                raise BadInput(f"{path}:{n}: expected a JSON object")
-            yield record
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise BadInput(f"recording {path} is not UTF-8 text (byte {e.start}: {e.reason}); a recording is "
+                       "one JSON object per line") from None
+    except OSError as e:
+        raise BadInput(f"cannot read recording {path}: {e}") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise BadInput(f"{path}:{n}: not JSON ({e.msg}); a recording is one JSON object per line") from None
+        if not isinstance(record, dict):
+            raise BadInput(f"{path}:{n}: expected a JSON object")
+        yield record
 
 
 class ReplayChat:
