@@ -39,6 +39,7 @@ class Limits:
 
 WALL_FACTOR = 10          # at load L on C cores a worker still gets ~C/(L+1) of a core: 10× is load ~20 on 2
 STALL_CPU_S = 0.02        # less CPU than this over a stall window is "no progress"
+CHECK_EVERY_S = 0.2       # how often a waiting parent reads the worker's CPU time (a /proc scan, ~1 ms)
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
@@ -84,18 +85,21 @@ class Watch:
         now = time.monotonic()
         worker._deadline += extra_wall_s        # the idle time is granted to the whole use
         self.deadline = worker._deadline
-        self.progress_cpu, self.progress_t = worker.cpu_seconds(), now
+        self.progress_cpu: float | None = None      # read at the first check: a quick reply costs no scan
+        self.progress_t = now
         self.stall_until = now + worker.limits.stall() + extra_wall_s
-        self.next_check = now
+        self.next_check = now + CHECK_EVERY_S / 2
 
     def check(self) -> None:
         now = time.monotonic()
         if now < self.next_check:
             return
-        self.next_check = now + 0.2
+        self.next_check = now + CHECK_EVERY_S
         w, lim = self.worker, self.worker.limits
         cpu = w.cpu_seconds()
         used = max(0.0, cpu - w._budget_start_cpu)
+        if self.progress_cpu is None:
+            self.progress_cpu = cpu
         if used > lim.cpu_s:
             self._stop("cpu", used, f"the worker used {used:.1f} CPU-seconds, over the {lim.cpu_s:g} s budget "
                                     "(--timeout counts CPU time, not wall time)")
