@@ -72,12 +72,13 @@ def verify(
         typer.echo(verdict.dumps())
     else:
         status = "VERIFIED" if verdict.verified else f"REJECTED ({verdict.reason})"
-        typer.echo(f"{status}: {verdict.target} — {verdict.trials} trials in {verdict.duration_s:.1f}s "
+        cpu = f", {verdict.cpu_s:.1f} CPU-s" if verdict.cpu_s is not None else ""
+        typer.echo(f"{status}: {verdict.target} — {verdict.trials} trials in {verdict.duration_s:.1f}s{cpu} "
                    f"[{verdict.device}; sandbox: {verdict.sandbox}]")
         if verdict.detail:
             typer.echo(verdict.detail)
-        for w in verdict.warnings:
-            err(f"warning: {w}")
+    for w in verdict.warnings:   # on stderr with --json too (a weak sandbox is never silent)
+        err(f"warning: {w}")
     raise typer.Exit(0 if verdict.verified else 1)
 
 

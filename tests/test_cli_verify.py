@@ -81,3 +81,14 @@ def test_bad_config_json_exits_2():
 def test_help_is_fast_and_lists_verify():
     p = run("--help", timeout=30)
     assert p.returncode == 0 and "verify" in p.stdout
+
+
+def test_a_weak_sandbox_is_said_on_stderr_and_in_json():
+    env = dict(os.environ, TRITON_INTERPRET="1", KERNELAGENT_SANDBOX="weak")
+    p = subprocess.run([sys.executable, "-m", "kernelagent.cli", "verify", "softmax", str(CONTROL), "--json",
+                        "--examples", "2", "--seed", "5"], capture_output=True, text=True, timeout=120, env=env)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["sandbox"].startswith("weak: ") and "KERNELAGENT_SANDBOX=weak" in out["sandbox"]
+    assert "warning: sandbox is weak" in p.stderr
+    assert out["cpu_s"] > 0
