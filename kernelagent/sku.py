@@ -5,85 +5,37 @@ Shipped files live in ``kernelagent/skus/``; a user folder (``KERNELAGENT_SKU_DI
 project ships it (``kernelagent sku add FILE``). Figures are spec-sheet figures with their
 sources; the ``model`` measurement backend and static targeting read them.
 
-Matching a device is ``re.search(pattern, name, re.IGNORECASE)`` for any of a SKU's ``match``
-patterns — the runtime library (``kernelagent.kernels._device``) reads the same files with the
-same rule, so the two never disagree about which SKU a GPU is.
+Reading, validating and matching files is ``kernelagent.kernels._sku``'s job, shared with the
+runtime library (``kernelagent.kernels._device``), so the two never disagree about which SKU a
+GPU is or whether a file is valid. This module adds the typed ``Sku``, the strict registry (every
+problem and every duplicate id or alias is a ``BadInput`` naming the file), detection of the
+local GPU, and similarity between SKUs for warm starts.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 from .errors import BadInput, EnvironmentProblem
+from .kernels import _sku
 
-SHIPPED_DIR = Path(__file__).resolve().parent / "skus"
+SHIPPED_DIR = _sku.shipped_sku_dir()
 
-# Architectures the project knows how to name. NVIDIA ones can be compiled for statically
-# (harness.compile); AMD ones are described for the model backend only.
-NVIDIA_ARCHES = ("sm_80", "sm_86", "sm_87", "sm_89", "sm_90", "sm_100", "sm_103", "sm_110", "sm_120", "sm_121")
-AMD_ARCHES = ("gfx90a", "gfx942", "gfx950")
-KNOWN_ARCHES = NVIDIA_ARCHES + AMD_ARCHES
-FAMILIES = ("ampere", "ada", "hopper", "blackwell", "blackwell-consumer", "cdna2", "cdna3", "cdna4")
-VENDORS = ("nvidia", "amd")
-PEAK_KEYS = ("fp32", "tf32", "fp16", "bf16", "fp8")
-
-# (field, accepted types, required). bool is excluded from numbers explicitly below.
-_INT = (int,)
-_NUM = (int, float)
-FIELDS: tuple[tuple[str, tuple, bool], ...] = (
-    ("id", (str,), True),
-    ("name", (str,), True),
-    ("vendor", (str,), True),
-    ("arch", (str,), True),
-    ("family", (str,), True),
-    ("compute_capability", (list,), True),
-    ("match", (list,), True),
-    ("sm_count", _INT, True),
-    ("smem_per_block_bytes", _INT, True),
-    ("smem_per_sm_bytes", _INT, True),
-    ("registers_per_sm", _INT, True),
-    ("max_registers_per_thread", _INT, True),
-    ("l2_bytes", _INT, True),
-    ("memory_gb", _NUM, True),
-    ("mem_bandwidth_gbps", _NUM, True),
-    ("peak_tflops", (dict,), True),
-    ("power_limit_w", _NUM, True),
-    ("boost_clock_mhz", _NUM + (type(None),), True),
-    ("sources", (list,), True),
-    ("notes", (str,), True),
-    ("aliases", (list,), False),
-    ("warp_size", _INT, False),
-    ("max_threads_per_sm", _INT, False),
-    ("max_blocks_per_sm", _INT, False),
-    ("max_threads_per_block", _INT, False),
-    ("static_compile", (bool,), False),
-)
-_FIELD_NAMES = {f[0] for f in FIELDS}
-_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+# The schema and its vocabulary are the shared module's; re-exported for the CLI and tests.
+NVIDIA_ARCHES, AMD_ARCHES, KNOWN_ARCHES = _sku.NVIDIA_ARCHES, _sku.AMD_ARCHES, _sku.KNOWN_ARCHES
+FAMILIES, VENDORS, PEAK_KEYS, FIELDS = _sku.FAMILIES, _sku.VENDORS, _sku.PEAK_KEYS, _sku.FIELDS
+SkuProblem = _sku.SkuProblem
+validate_sku_data = _sku.validate
+user_sku_dir = _sku.user_sku_dir
 
 # Resident-thread and resident-block limits by compute capability (CUDA programming guide),
 # used when a SKU file does not state them.
 _CC_LIMITS = {(8, 0): (2048, 32), (8, 6): (1536, 16), (8, 7): (1536, 16), (8, 9): (1536, 24),
               (9, 0): (2048, 32), (10, 0): (2048, 32), (10, 3): (2048, 32), (12, 0): (1536, 32)}
-
-
-@dataclass(frozen=True)
-class SkuProblem:
-    """One thing wrong with a SKU file: which field, and what is wrong with it."""
-
-    field: str
-    message: str
-    file: str | None = None
-
-    def __str__(self) -> str:
-        where = f"{self.file}: " if self.file else ""
-        return f"{where}{self.field}: {self.message}"
 
 
 @dataclass(frozen=True)
@@ -142,129 +94,12 @@ class Sku:
 
 
 # ---------------------------------------------------------------------------------------------
-# Validation
-
-
-def _is_num(v: Any, types: tuple) -> bool:
-    return isinstance(v, types) and not isinstance(v, bool)
-
-
-def validate_sku_data(data: Any, file: str | None = None) -> list[SkuProblem]:
-    """Every problem in one SKU document (empty list when valid)."""
-    P = lambda f, m: SkuProblem(f, m, file)  # noqa: E731
-    if not isinstance(data, dict):
-        return [P("(file)", f"expected a JSON object, got {type(data).__name__}")]
-    problems: list[SkuProblem] = []
-    for name, types, required in FIELDS:
-        if name not in data:
-            if required:
-                problems.append(P(name, "missing required field"))
-            continue
-        v = data[name]
-        if v is None:
-            ok = type(None) in types
-        elif types == (bool,):
-            ok = isinstance(v, bool)
-        elif int in types or float in types:
-            ok = _is_num(v, tuple(t for t in types if t is not type(None)))
-        else:
-            ok = isinstance(v, types)
-        if not ok:
-            want = " or ".join("null" if t is type(None) else t.__name__ for t in types)
-            problems.append(P(name, f"wrong type: expected {want}, got {type(v).__name__} ({v!r})"))
-            continue
-        if _is_num(v, _NUM):
-            if not math.isfinite(v):
-                problems.append(P(name, f"must be a finite number, got {v!r}"))
-            elif v <= 0:
-                problems.append(P(name, f"must be positive, got {v!r}"))
-    for k in data:
-        if k not in _FIELD_NAMES:
-            problems.append(P(k, "unknown field (typo?); known fields: " + ", ".join(sorted(_FIELD_NAMES))))
-
-    sid = data.get("id")
-    if isinstance(sid, str) and not _ID_RE.match(sid):
-        problems.append(P("id", f"{sid!r} must be lowercase letters, digits, '.', '_' or '-' (e.g. 'h100-sxm')"))
-    if isinstance(data.get("vendor"), str) and data["vendor"] not in VENDORS:
-        problems.append(P("vendor", f"unknown vendor {data['vendor']!r}; expected one of {', '.join(VENDORS)}"))
-    if isinstance(data.get("arch"), str) and data["arch"] not in KNOWN_ARCHES:
-        problems.append(P("arch", f"unknown arch {data['arch']!r}; expected one of {', '.join(KNOWN_ARCHES)}"))
-    if isinstance(data.get("family"), str) and data["family"] not in FAMILIES:
-        problems.append(P("family", f"unknown family {data['family']!r}; expected one of {', '.join(FAMILIES)}"))
-    vendor, arch = data.get("vendor"), data.get("arch")
-    if vendor == "nvidia" and arch in AMD_ARCHES or vendor == "amd" and arch in NVIDIA_ARCHES:
-        problems.append(P("arch", f"arch {arch!r} does not belong to vendor {vendor!r}"))
-
-    cc = data.get("compute_capability")
-    if isinstance(cc, list):
-        if len(cc) != 2 or not all(_is_num(x, _INT) and x >= 0 for x in cc):
-            problems.append(P("compute_capability", f"must be [major, minor], two non-negative ints; got {cc!r}"))
-        elif vendor == "nvidia" and isinstance(arch, str) and arch.startswith("sm_") and arch[3:].isdigit() \
-                and int(arch[3:]) != cc[0] * 10 + cc[1]:
-            problems.append(P("compute_capability", f"{cc!r} disagrees with arch {arch!r}"))
-
-    pats = data.get("match")
-    if isinstance(pats, list):
-        if not pats:
-            problems.append(P("match", "needs at least one pattern (matched against the NVML/torch device name)"))
-        for i, p in enumerate(pats):
-            if not isinstance(p, str) or not p:
-                problems.append(P(f"match[{i}]", f"must be a non-empty string, got {p!r}"))
-                continue
-            try:
-                re.compile(p, re.IGNORECASE)
-            except re.error as e:
-                problems.append(P(f"match[{i}]", f"bad regex {p!r}: {e}"))
-
-    aliases = data.get("aliases")
-    if isinstance(aliases, list):
-        for i, a in enumerate(aliases):
-            if not isinstance(a, str) or not _ID_RE.match(a.lower()):
-                problems.append(P(f"aliases[{i}]", f"must be an id-like string, got {a!r}"))
-
-    peaks = data.get("peak_tflops")
-    if isinstance(peaks, dict):
-        for k in PEAK_KEYS:
-            if k not in peaks:
-                problems.append(P(f"peak_tflops.{k}", "missing (use null where the GPU lacks the format)"))
-        for k, v in peaks.items():
-            if k not in PEAK_KEYS:
-                problems.append(P(f"peak_tflops.{k}", f"unknown precision; expected {', '.join(PEAK_KEYS)}"))
-            elif v is None:
-                if k in ("fp32", "fp16"):
-                    problems.append(P(f"peak_tflops.{k}", "must be a number (every supported GPU has it)"))
-            elif not _is_num(v, _NUM):
-                problems.append(P(f"peak_tflops.{k}", f"wrong type: expected number or null, got {type(v).__name__}"))
-            elif not math.isfinite(v) or v <= 0:
-                problems.append(P(f"peak_tflops.{k}", f"must be positive, got {v!r}"))
-
-    srcs = data.get("sources")
-    if isinstance(srcs, list):
-        if not srcs:
-            problems.append(P("sources", "name where the figures come from (datasheet, whitepaper, CUDA guide table)"))
-        for i, s in enumerate(srcs):
-            if not isinstance(s, str) or not s.strip():
-                problems.append(P(f"sources[{i}]", f"must be a non-empty string, got {s!r}"))
-
-    a, b = data.get("smem_per_block_bytes"), data.get("smem_per_sm_bytes")
-    if _is_num(a, _INT) and _is_num(b, _INT) and a > b:
-        problems.append(P("smem_per_block_bytes", f"{a} exceeds smem_per_sm_bytes {b}"))
-    return problems
+# Files (read, validated and matched by ``kernelagent.kernels._sku``)
 
 
 def check_registry(skus: Iterable[Sku]) -> list[SkuProblem]:
     """Problems between files: an id or alias claimed twice."""
-    problems: list[SkuProblem] = []
-    seen: dict[str, Sku] = {}
-    for s in skus:
-        for key, what in [(s.id, "id")] + [(a.lower(), "alias") for a in s.aliases]:
-            other = seen.get(key)
-            if other is not None and other is not s:
-                problems.append(SkuProblem(what, f"duplicate {what} {key!r}: also claimed by "
-                                                 f"{other.path or other.id}", str(s.path) if s.path else None))
-            elif other is None:
-                seen[key] = s
-    return problems
+    return _sku.duplicate_problems(skus)
 
 
 def sku_from_data(data: Mapping[str, Any], path: Path | None = None, origin: str = "shipped") -> Sku:
@@ -288,52 +123,29 @@ def sku_from_data(data: Mapping[str, Any], path: Path | None = None, origin: str
     )
 
 
+def _from_file(f: _sku.SkuFile) -> Sku | None:
+    return sku_from_data(f.data, f.path, f.origin) if f.data is not None and not f.problems else None
+
+
 def read_sku_file(path: Path | str, origin: str = "user") -> tuple[Sku | None, list[SkuProblem]]:
     """Parse and validate one file; (sku, []) when valid, (None, problems) otherwise."""
-    path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as e:
-        return None, [SkuProblem("(file)", f"cannot read: {e.strerror or e}", str(path))]
-    except UnicodeDecodeError as e:
-        return None, [SkuProblem("(file)", f"not UTF-8 text (byte {e.start}): a SKU file is JSON", str(path))]
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        return None, [SkuProblem("(file)", f"not valid JSON: {e}", str(path))]
-    problems = validate_sku_data(data, str(path))
-    if problems:
-        return None, problems
-    return sku_from_data(data, path, origin), []
+    f = _sku.read_file(path, origin)
+    return _from_file(f), list(f.problems)
 
 
 # ---------------------------------------------------------------------------------------------
 # The registry
 
 
-def user_sku_dir(override: Path | str | None = None) -> Path:
-    """Where user SKU files live: the argument, else $KERNELAGENT_SKU_DIR, else ~/.cache/kernelagent/skus."""
-    if override is not None:
-        return Path(override).expanduser()
-    env = os.environ.get("KERNELAGENT_SKU_DIR")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "kernelagent" / "skus"
-
-
 def load_skus(user_dir: Path | str | None = None) -> dict[str, Sku]:
     """All SKUs, shipped then user, by id. A malformed or clashing file is an error naming it."""
     skus: list[Sku] = []
     problems: list[SkuProblem] = []
-    dirs = [(SHIPPED_DIR, "shipped"), (user_sku_dir(user_dir), "user")]
-    for folder, origin in dirs:
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.glob("*.json")):
-            sku, probs = read_sku_file(path, origin)
-            problems += probs
-            if sku is not None:
-                skus.append(sku)
+    for f in _sku.sku_files(user_dir):
+        problems += f.problems
+        sku = _from_file(f)
+        if sku is not None:
+            skus.append(sku)
     problems += check_registry(skus)
     if problems:
         raise BadInput("invalid SKU file(s):\n  " + "\n  ".join(str(p) for p in problems))
@@ -358,25 +170,13 @@ def match_device(device_name: str, compute_capability: Sequence[int] | None = No
                  skus: Iterable[Sku] | None = None) -> Sku | None:
     """The SKU whose ``match`` patterns find ``device_name`` (``re.search``, case-insensitive).
 
-    When several match, the same tie-break as the runtime library's ``match_sku``: the one whose
-    compute capability equals the device's, then the one whose pattern matched the longest span
-    of the name (the most specific), then the smallest id.
+    The one rule, ``kernelagent.kernels._sku.match``, which the runtime library uses too: when
+    several match, the one whose compute capability equals the device's, then the one whose
+    pattern matched the longest span of the name (the most specific), then the smallest id.
     """
     pool = list(skus) if skus is not None else list(load_skus().values())
-    cc = tuple(int(x) for x in compute_capability) if compute_capability is not None else None
-    best: tuple | None = None
-    for s in sorted(pool, key=lambda s: s.id):
-        span = 0
-        for p in s.match:
-            m = re.search(p, device_name, re.IGNORECASE)
-            if m is not None:
-                span = max(span, m.end() - m.start(), 1)
-        if span == 0:
-            continue
-        rank = (cc is not None and s.compute_capability == cc, span)
-        if best is None or rank > best[0]:
-            best = (rank, s)
-    return best[1] if best is not None else None
+    return _sku.match(device_name, compute_capability, pool, doc=lambda s: {
+        "id": s.id, "match": s.match, "compute_capability": s.compute_capability})
 
 
 # ---------------------------------------------------------------------------------------------

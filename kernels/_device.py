@@ -1,15 +1,16 @@
 """Which GPU is this: device identity and SKU matching for the library's config lookup.
 
-A SKU data file (``kernelagent/skus/<id>.json``) has at least::
+SKU files are read, checked and matched by ``_sku`` (shared with ``kernelagent.sku``, the CLI's
+registry). What the runtime needs of a file is its matching fields (``_sku.MATCH_FIELDS``)::
 
-    {"id": "h100-sxm", "family": "hopper", "arch": "sm_90", "compute_capability": [9, 0],
+    {"id": "h100-sxm", "family": "hopper", "compute_capability": [9, 0],
      "match": ["H100.*(SXM|HBM3)", ...]}
 
 ``match`` holds regular expressions searched (case-insensitively) in the name the driver
 reports (``torch.cuda.get_device_name``). SKU files come from the ``skus/`` folder of the
 installed ``kernelagent`` package plus the user folder (``$KERNELAGENT_SKU_DIR``, else
-``~/.cache/kernelagent/skus``, where ``kernelagent sku add`` puts them). It is read with plain
-``json``: ``kernelagent.kernels`` imports no other kernelagent module.
+``~/.cache/kernelagent/skus``, where ``kernelagent sku add`` puts them); a user file replaces a
+shipped one of the same id. ``kernelagent.kernels`` imports no kernelagent module outside itself.
 
 Device identity is injectable, for tests and for targeting a GPU that is not present:
 ``override_device(name, cc)`` (a context manager, process-wide) or the env pair
@@ -21,25 +22,23 @@ is no identity unless one is injected, and the op's default config is used.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import json
 import os
-import re
 import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import torch
+from . import _sku
+from ._sku import SKU_DIR_ENV, SkuFileError
 
-SKU_DIR_ENV = "KERNELAGENT_SKU_DIR"
+__all__ = ["SKU_DIR_ENV", "SkuFileError", "DeviceIdentity", "user_sku_dir", "sku_dir", "load_skus", "find_sku",
+           "match_sku", "override_device", "injected_identity", "identify", "clear_caches"]
+if TYPE_CHECKING:  # torch is imported by identify() only: the config files' reader needs none
+    import torch
+
 DEVICE_NAME_ENV = "KERNELAGENT_DEVICE_NAME"
 DEVICE_CC_ENV = "KERNELAGENT_DEVICE_CC"
-
-
-class SkuFileError(ValueError):
-    """A SKU data file that cannot be used; the message names the file and the problem."""
 
 
 @dataclass(frozen=True)
@@ -63,47 +62,22 @@ _cuda_identities: dict[int, DeviceIdentity] = {}
 def user_sku_dir() -> Path:
     """User SKU files (as ``kernelagent sku add`` writes them): ``$KERNELAGENT_SKU_DIR``, else
     ``~/.cache/kernelagent/skus``. Searched in addition to the shipped ones, and wins on equal id."""
-    env = os.environ.get(SKU_DIR_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "kernelagent" / "skus"
+    return _sku.user_sku_dir()
 
 
 def sku_dir() -> Path | None:
     """The shipped SKU data files, ``kernelagent/skus``."""
-    # find_spec of the parent package imports nothing new: kernelagent is already imported
-    # as the parent of kernelagent.kernels.
-    spec = importlib.util.find_spec("kernelagent")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        candidate = Path(loc) / "skus"
-        if candidate.is_dir():
-            return candidate
-    return None
-
-
-def _check_sku(data: object, path: Path) -> dict:
-    if not isinstance(data, dict):
-        raise SkuFileError(f"{path}: expected a JSON object at the top level")
-    for key, kind in (("id", str), ("family", str), ("match", list), ("compute_capability", list)):
-        if not isinstance(data.get(key), kind):
-            raise SkuFileError(f"{path}: field {key!r} must be a {kind.__name__}")
-    cc = data["compute_capability"]
-    if len(cc) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in cc):
-        raise SkuFileError(f"{path}: 'compute_capability' must be [major, minor] integers, got {cc!r}")
-    for pattern in data["match"]:
-        try:
-            re.compile(pattern, re.IGNORECASE)
-        except (re.error, TypeError) as e:
-            raise SkuFileError(f"{path}: bad 'match' pattern {pattern!r}: {e}") from None
-    return data
+    d = _sku.shipped_sku_dir()
+    return d if d.is_dir() else None
 
 
 def load_skus(directory: Path | str | None = None, strict: bool = True) -> list[dict]:
     """Every SKU data file in ``directory`` (default: the shipped folder plus the user folder,
     the user's file winning on equal id), sorted by id; cached.
 
-    A malformed file raises ``SkuFileError``; with ``strict=False`` (the runtime lookup, which
-    must not fail a user's call over a broken spec sheet) it is skipped with one warning.
+    A file with a problem in a field that matching reads (``_sku.MATCH_FIELDS``) raises
+    ``SkuFileError``; with ``strict=False`` (the runtime lookup, which must not fail a user's
+    call over a broken spec sheet) it is skipped with one warning.
     """
     if directory is None:
         merged = {s["id"]: s for s in _load_dir(sku_dir(), strict)}
@@ -120,15 +94,12 @@ def _load_dir(d: Path | None, strict: bool) -> list[dict]:
         hit = _sku_cache.get(d)
     if hit is None:
         skus, errors = [], []
-        for path in sorted(d.glob("*.json")):
-            try:
-                try:
-                    data = json.loads(path.read_text())
-                except (OSError, json.JSONDecodeError) as e:
-                    raise SkuFileError(f"{path}: not readable JSON: {e}") from None
-                skus.append(_check_sku(data, path))
-            except SkuFileError as e:
-                errors.append(e)
+        for f in _sku.read_dir(d, "user"):
+            problems = _sku.matching_problems(f.problems)
+            if problems:
+                errors.append(SkuFileError(problems))
+            else:
+                skus.append(f.data)
         skus.sort(key=lambda s: s["id"])
         hit = (skus, errors)
         with _lock:
@@ -155,26 +126,10 @@ def find_sku(sku_id: str, directory: Path | str | None = None, strict: bool = Tr
 
 def match_sku(device_name: str, compute_capability: tuple[int, int],
               directory: Path | str | None = None, strict: bool = True) -> dict | None:
-    """The SKU whose ``match`` patterns fit ``device_name``, or None.
-
-    When several SKUs match, the one whose compute capability equals the device's wins, then
-    the one whose pattern matched the longest span of the name (the most specific), then the
-    smallest id, so the answer does not depend on file order.
-    """
-    cc = tuple(int(v) for v in compute_capability)
-    best: tuple | None = None
-    for sku in load_skus(directory, strict):
-        span = 0
-        for pattern in sku["match"]:
-            m = re.search(pattern, device_name, re.IGNORECASE)
-            if m is not None:
-                span = max(span, m.end() - m.start(), 1)
-        if span == 0:
-            continue
-        rank = (tuple(sku["compute_capability"]) == cc, span)
-        if best is None or rank > best[0]:
-            best = (rank, sku)
-    return dict(best[1]) if best is not None else None
+    """The SKU whose ``match`` patterns fit ``device_name``, or None (``_sku.match``: equal
+    compute capability first, then the most specific pattern, then the smallest id)."""
+    found = _sku.match(device_name, compute_capability, load_skus(directory, strict))
+    return dict(found) if found is not None else None
 
 
 @contextlib.contextmanager
@@ -208,6 +163,8 @@ def injected_identity() -> DeviceIdentity | None:
 
 def identify(device: torch.device) -> DeviceIdentity | None:
     """The identity of ``device``: injected if set, else the driver's report for CUDA, else None."""
+    import torch
+
     injected = injected_identity()
     if injected is not None:
         return injected
