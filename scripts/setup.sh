@@ -13,7 +13,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 stamp=.venv/.kernelagent-setup
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)-${KERNELAGENT_KEEP_TORCH:-0}-${KERNELAGENT_TORCH_VERSION:-2.13.0}
+want=$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -d' ' -f1)-${KERNELAGENT_KEEP_TORCH:-0}-${KERNELAGENT_TORCH_VERSION:-2.13.0}
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! python -c "import kernelagent" 2>/dev/null; then
   log=.venv/setup.log
   {
