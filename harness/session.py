@@ -148,7 +148,7 @@ class CandidateSession:
                 raise SessionError(reason or "import-error", detail)
             self.loaded, self.config = True, config
             return
-        if self.target.kind == "op" and config != self.config:
+        if config != self.config:
             reply = w.request(configure_request(config))[0]
             if reply.get("ok") is not True:
                 raise SessionError("crash", "the worker refused a config switch: " + failure(reply)[1])

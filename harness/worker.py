@@ -64,6 +64,7 @@ class Worker:
         self.entry = None
         self.audit: Audit | None = None
         self.fn = None                     # the op entry point, before a config is bound
+        self.problem = None                # (module, ModelNew, init args, init seed) for problem files
         self.device = "cpu"
         self.previous_outputs: list = []  # kept alive so a fresh output can never share their memory
         self.shared = _Shared()
@@ -107,24 +108,35 @@ class Worker:
             cls = getattr(module, h["entry"], None)
             if not isinstance(cls, type):
                 return {"ok": False, "reason": "import-error", "detail": f"the candidate does not define class {h['entry']}"}
-            init = decode_args(h["init_args"], h["metas"], blobs)
-            try:
-                torch.manual_seed(h["init_seed"])
-                model = cls(*init)
-                model = model.to(self.device).eval()
-            except BaseException:  # noqa: BLE001
-                return {"ok": False, "reason": "runtime-error", "detail": "constructing ModelNew failed:\n" + _tail(traceback.format_exc())}
-            self.entry = model
+            self.problem = (module, cls, decode_args(h["init_args"], h["metas"], blobs), h["init_seed"])
+            return self._build_model(h.get("config"))
+        return {"ok": True}
+
+    def _build_model(self, config) -> dict:
+        """Construct ModelNew after setting the candidate module's ``CONFIG`` (a problem file's
+        tuning config, see docs/LIBRARY.md), seeded as the parent seeds ``Model``."""
+        import torch
+
+        module, cls, init, init_seed = self.problem
+        try:
+            if config is not None:
+                module.CONFIG = dict(config)
+            torch.manual_seed(init_seed)
+            self.entry = cls(*init).to(self.device).eval()
+        except BaseException:  # noqa: BLE001
+            return {"ok": False, "reason": "runtime-error", "detail": "constructing ModelNew failed:\n" + _tail(traceback.format_exc())}
         return {"ok": True}
 
     def configure(self, h) -> dict:
         """Bind another tuning config to the loaded op entry point (no re-import): one worker,
         one Triton cache, for every config a tuning run tries."""
         config = h.get("config")
-        if self.fn is None:
-            return {"ok": False, "reason": "protocol", "detail": "configure before an op candidate was loaded"}
         if config is not None and not isinstance(config, dict):
             return {"ok": False, "reason": "protocol", "detail": "config must be an object or null"}
+        if self.problem is not None:
+            return self._build_model(config)
+        if self.fn is None:
+            return {"ok": False, "reason": "protocol", "detail": "configure before a candidate was loaded"}
         fn = self.fn
         self.entry = (lambda *a, **k: fn(*a, config=config, **k)) if config else fn
         return {"ok": True}

@@ -97,6 +97,7 @@ from . import cli_tune as _cli_tune; _cli_tune.register(app)  # noqa: E402,E702
 from . import cli_generate as _cli_generate; _cli_generate.register(app)
 from . import cli_sku as _cli_sku; _cli_sku.register(app)
 from . import cli_nightly as _cli_nightly; _cli_nightly.register(app)
+from . import cli_library as _cli_library; _cli_library.register(app)
 
 
 def main() -> None:

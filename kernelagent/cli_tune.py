@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
         no_write: bool = typer.Option(False, "--no-write", help="Tune and verify, but do not write the library."),
         min_predicted_gain: Optional[float] = typer.Option(None, "--min-predicted-gain", help="model backend: write a predicted entry only when it predicts at least this gain over the default (a fraction; default: the model's assumed uncertainty, 0.15)."),
         replay: Optional[Path] = typer.Option(None, "--replay", help="Run the search alone over a recorded space (Kernel Tuner cache or recording)."),
+        variant: Optional[str] = typer.Option(None, "--variant", help="Tune only this kernel variant of each op (default: every variant: kernel.py, kernels/<op>/variants/*.py, <library>/<op>/variants/*.py)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
     ) -> None:
         """Produce verified, tuned kernel configs for a GPU SKU and write them into the library."""
@@ -87,7 +88,7 @@ def register(app: typer.Typer) -> None:
                                policy=policy, storage=storage, seed=seed, library_dir=library,
                                verify_examples=examples, write=not no_write, max_cases=max_cases, progress=progress,
                                notice=lambda m: console.print(f"[yellow]note:[/] {m}"),
-                               min_predicted_gain=min_predicted_gain)
+                               min_predicted_gain=min_predicted_gain, variant=variant)
         if json_out:
             typer.echo(json.dumps([r.to_json() for r in results], sort_keys=True))
         else:

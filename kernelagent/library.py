@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from kernelagent.kernels import _configs, _device
+from kernelagent.kernels._entries import LibraryEntry
 from kernelagent.kernels.registry import UnknownOpError, op_names
 
 ACTIONS = ("added", "replaced", "kept")
@@ -39,9 +40,13 @@ class RecordOutcome:
     action: str
 
 
-def kernel_sha256(op: str) -> str:
-    """sha256 of ``kernels/<op>/kernel.py``: every entry records the kernel it was tuned for."""
-    return _configs.kernel_sha256(op)
+def kernel_sha256(op: str, variant: str = "kernel") -> str:
+    """sha256 of the variant's file (``kernel``: ``kernels/<op>/kernel.py``): every entry records
+    the kernel file it was tuned for."""
+    sha = _configs.kernel_sha256(op, variant)
+    if sha is None:
+        raise ValueError(f"op {op} has no variant {variant!r}")
+    return sha
 
 
 def config_path(op: str, sku: str, library_dir: Path | str | None = None) -> Path:
@@ -97,7 +102,7 @@ def _sort_key(entry: Mapping[str, Any]) -> tuple:
     return entry["dtype"], json.dumps(entry["bucket"], sort_keys=True)
 
 
-def record_entry(op: str, sku: str, entry: Mapping[str, Any], library_dir: Path | str | None = None,
+def record_entry(op: str, sku: str, entry: "LibraryEntry | Mapping[str, Any]", library_dir: Path | str | None = None,
                  *, sku_info: Mapping[str, Any] | None = None) -> RecordOutcome:
     """Merge one validated ``entry`` into ``<library_dir or the user library>/<op>/configs/<sku>.json``.
 
@@ -107,6 +112,8 @@ def record_entry(op: str, sku: str, entry: Mapping[str, Any], library_dir: Path 
     a malformed entry or a malformed existing file (which is left untouched).
     """
     path = config_path(op, sku, library_dir)
+    if isinstance(entry, LibraryEntry):
+        entry = entry.to_json()
     entry = copy.deepcopy(dict(entry))
     _configs.validate_entry(entry, f"entry for {op}/{sku}")
     path.parent.mkdir(parents=True, exist_ok=True)

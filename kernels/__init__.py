@@ -10,9 +10,17 @@ CPU tensors run the reference unless ``KERNELAGENT_INTERPRET=1``, in which case 
 through Triton's interpreter; importing this package with that set also sets
 ``TRITON_INTERPRET=1`` (Triton reads it when a kernel is defined).
 
-Importing this package loads torch only; triton comes with the first kernel call (or with an
-op whose spec.py reuses its kernel module's helpers). Verification, tuning and the agent live
-elsewhere and are never imported from here: no hypothesis, optuna, langgraph or openai.
+Importing this package loads the standard library only (so ``kernelagent.kernels._sku``, the
+SKU files' reader that the CLI shares, costs nothing); torch comes with the first op looked up,
+triton with the first kernel call (or with an op whose spec.py reuses its kernel module's
+helpers). Verification, tuning and the agent live elsewhere and are never imported from here:
+no hypothesis, optuna, langgraph or openai.
+
+When a kernel raises, the call falls back to the reference with a ``KernelDispatchFailure``
+warning naming the op, kernel file, config and error (once per op, kernel, config and error
+type); ``dispatch_failures()`` counts such failures per op, and ``KERNELAGENT_STRICT=1`` makes
+the call raise ``KernelDispatchError`` instead. A kernel that does not apply (an unsupported
+dtype or device, an input its launcher declines) is not a failure: see ``_failures``.
 
 The name of each op is also the name of its folder (``kernels/softmax/``). The attribute is the
 function: ``import kernelagent.kernels.softmax.spec`` still works through ``sys.modules``, but
@@ -24,23 +32,27 @@ import inspect
 import sys
 import types
 
-import torch
-
-from . import _custom_ops, _dispatch
-from ._dispatch import KernelFallbackWarning
+from ._failures import KernelDispatchError, KernelDispatchFailure, KernelFallbackWarning, dispatch_failures
+from ._interpreter import prepare_interpreter
+from ._modules import UnknownModuleError, load_module, module_names
 from .registry import UnknownOpError, get_opspec, kernel_path, op_names
 
-_dispatch.prepare_interpreter()
+prepare_interpreter()
 
-_EXPORTS = ["KernelFallbackWarning", "UnknownOpError", "get_opspec", "kernel_path", "op_names"]
-__all__ = _EXPORTS + op_names()
-
-
-def _needs_grad(args: tuple, kwargs: dict) -> bool:
-    return any(isinstance(v, torch.Tensor) and v.requires_grad for v in (*args, *kwargs.values()))
+__all__ = ["KernelDispatchError", "KernelDispatchFailure", "KernelFallbackWarning", "UnknownModuleError",
+           "UnknownOpError", "dispatch_failures", "get_opspec", "kernel_path", "load_module", "module_names",
+           "op_names"]
+__all__ += op_names()
 
 
 def _make_public(op: str):
+    import torch
+
+    from . import _custom_ops, _dispatch
+
+    def _needs_grad(args: tuple, kwargs: dict) -> bool:
+        return any(isinstance(v, torch.Tensor) and v.requires_grad for v in (*args, *kwargs.values()))
+
     spec = _dispatch.opspec(op)
     reference = spec.reference
     overload = _custom_ops.register(op)

@@ -17,8 +17,9 @@ Only the trusted parent writes them (``kernelagent.library.record_entry``). Sche
         {
           "dtype": "bf16",                   # fp32 | fp16 | bf16 | fp64
           "bucket": {"cols": 4096},          # the op's shape_key, bucketed (see below)
-          "config": {"BLOCK_N": 4096, "num_warps": 8},   # launch parameters for kernel.py
-          "kernel_sha256": "<64 hex>",       # sha256 of the kernel.py bytes it was tuned for
+          "config": {"BLOCK_N": 4096, "num_warps": 8},   # launch parameters for the variant
+          "variant": "kernel",               # optional; the kernel file (kernels/_variants.py)
+          "kernel_sha256": "<64 hex>",       # sha256 of that variant's file it was tuned for
           "evidence": {
             "latency_us": 12.5,              # > 0; median of the timed runs
             "energy_uj": 830.0 | null,       # null where no energy counter was read
@@ -64,7 +65,6 @@ life of the process; ``clear_caches()`` forgets them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -72,50 +72,32 @@ import re
 import threading
 import warnings
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Mapping
 
-from . import _device
-from .registry import KERNELS_DIR, get_opspec, kernel_path
+from . import _device, _variants
+from ._entries import (BACKENDS, CONFIG_DTYPES, ConfigFileError, LibraryEntry, _fail, _is_int,  # noqa: F401
+                       _is_number, bucket_of, bucket_value)  # re-exported: the schema's names live here too
+from .registry import KERNELS_DIR, get_opspec, kernel_path  # noqa: F401 - kernel_path: the shipped variant
+
+__all__ = ["BACKENDS", "CONFIG_DTYPES", "ConfigFileError", "LibraryEntry", "PREDICTION_UNCERTAINTY", "Resolution",
+           "SCHEMA_VERSION", "TIERS", "best_recorded", "bucket_distance", "bucket_of", "bucket_value", "case_bucket",
+           "clear_caches", "config_dirs", "entry_slot", "kernel_path", "kernel_sha256", "library_roots", "load_file",
+           "predicted_win_is_clear", "resolve", "user_library_dir", "validate_entry", "validate_file"]
 
 SCHEMA_VERSION = 1
 LIBRARY_ENV = "KERNELAGENT_LIBRARY"
-CONFIG_DTYPES = ("fp32", "fp16", "bf16", "fp64")
-BACKENDS = ("gpu", "replay", "model")
 TIERS = ("sku", "family", "compute_capability", "default")
 _SKU_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # A predicted entry replaces the op's default heuristic only when it predicts a win larger than
 # the model's relative uncertainty (``evidence.uncertainty_rel``, this value when absent):
 # within it, the model's "winner" is a tie-break. Assumed (±15 %), not yet calibrated on a GPU.
 PREDICTION_UNCERTAINTY = 0.15
 _FILE_KEYS = {"schema", "op", "sku", "family", "compute_capability", "entries"}
-_ENTRY_KEYS = {"dtype", "bucket", "config", "kernel_sha256", "evidence", "provenance"}
-
-
-class ConfigFileError(ValueError):
-    """A config file or entry that breaks the schema; the message names the file and the field."""
 
 
 # ---------------------------------------------------------------------------------------------
 # Buckets
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def bucket_value(v: Any) -> Any:
-    """An integer rounded up to a power of two (0 and negatives unchanged); anything else as is."""
-    if _is_int(v):
-        return v if v <= 1 else 1 << (v - 1).bit_length()
-    return v
-
-
-def bucket_of(shape_key: Mapping[str, Any]) -> dict:
-    """The bucket a shape key falls in: ``{"cols": 1000}`` → ``{"cols": 1024}``."""
-    return {str(k): bucket_value(v) for k, v in shape_key.items()}
 
 
 def bucket_distance(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
@@ -136,80 +118,9 @@ def bucket_distance(a: Mapping[str, Any], b: Mapping[str, Any]) -> float | None:
 # Validation
 
 
-def _fail(where: str, msg: str) -> None:
-    raise ConfigFileError(f"{where}: {msg}")
-
-
-def _is_number(v: Any) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
-
-
-def _check_scalar_map(m: Any, where: str, name: str, allow_none: bool) -> None:
-    if not isinstance(m, dict):
-        _fail(where, f"{name!r} must be an object, got {type(m).__name__}")
-    for k, v in m.items():
-        ok = isinstance(v, (bool, int, float, str)) or (allow_none and v is None)
-        if not ok:
-            _fail(where, f"{name}.{k} must be a number, bool or string, got {type(v).__name__}")
-
-
-def validate_entry(entry: Any, where: str = "entry") -> None:
-    """Raise ``ConfigFileError`` unless ``entry`` follows schema 1 (see the module docstring)."""
-    if not isinstance(entry, dict):
-        _fail(where, f"an entry must be an object, got {type(entry).__name__}")
-    missing = _ENTRY_KEYS - set(entry)
-    if missing:
-        _fail(where, f"missing field(s) {sorted(missing)}")
-    extra = set(entry) - _ENTRY_KEYS
-    if extra:
-        _fail(where, f"unknown field(s) {sorted(extra)}")
-    if entry["dtype"] not in CONFIG_DTYPES:
-        _fail(where, f"dtype must be one of {CONFIG_DTYPES}, got {entry['dtype']!r}")
-    _check_scalar_map(entry["bucket"], where, "bucket", allow_none=True)
-    if not entry["bucket"]:
-        _fail(where, "bucket must not be empty")
-    if bucket_of(entry["bucket"]) != entry["bucket"]:
-        _fail(where, f"bucket {entry['bucket']} is not bucketed: integer values must be powers of two "
-                     f"(expected {bucket_of(entry['bucket'])})")
-    _check_scalar_map(entry["config"], where, "config", allow_none=False)
-    sha = entry["kernel_sha256"]
-    if not isinstance(sha, str) or not _SHA256.match(sha):
-        _fail(where, "kernel_sha256 must be 64 lowercase hex digits")
-
-    ev = entry["evidence"]
-    if not isinstance(ev, dict):
-        _fail(where, "evidence must be an object")
-    for key in ("latency_us", "energy_uj", "backend", "measured", "trials", "speedup_vs_default"):
-        if key not in ev:
-            _fail(where, f"evidence.{key} is missing")
-    if not _is_number(ev["latency_us"]) or ev["latency_us"] <= 0:
-        _fail(where, f"evidence.latency_us must be a positive number, got {ev['latency_us']!r}")
-    for key in ("energy_uj", "speedup_vs_default"):
-        if ev[key] is not None and (not _is_number(ev[key]) or ev[key] < 0):
-            _fail(where, f"evidence.{key} must be a non-negative number or null, got {ev[key]!r}")
-    if ev["backend"] not in BACKENDS:
-        _fail(where, f"evidence.backend must be one of {BACKENDS}, got {ev['backend']!r}")
-    if not isinstance(ev["measured"], bool):
-        _fail(where, f"evidence.measured must be true or false, got {ev['measured']!r}")
-    if ev["backend"] == "model" and ev["measured"]:
-        _fail(where, "evidence.backend 'model' is a prediction: measured must be false")
-    if ev["backend"] == "gpu" and not ev["measured"]:
-        _fail(where, "evidence.backend 'gpu' is a measurement: measured must be true")
-    if not _is_int(ev["trials"]) or ev["trials"] < 0:
-        _fail(where, f"evidence.trials must be a non-negative integer, got {ev['trials']!r}")
-
-    pv = entry["provenance"]
-    if not isinstance(pv, dict):
-        _fail(where, "provenance must be an object")
-    for key in ("triton", "torch", "device", "date", "method"):
-        if not isinstance(pv.get(key), str) or not pv[key]:
-            _fail(where, f"provenance.{key} must be a non-empty string")
-    if "cuda" not in pv or not (pv["cuda"] is None or isinstance(pv["cuda"], str)):
-        _fail(where, "provenance.cuda must be a string or null")
-    try:
-        datetime.fromisoformat(pv["date"])
-    except ValueError:
-        _fail(where, f"provenance.date must be ISO-8601, got {pv['date']!r}")
+def validate_entry(entry: Any, where: str = "entry") -> LibraryEntry:
+    """The typed entry, or ``ConfigFileError`` unless ``entry`` follows schema 1."""
+    return LibraryEntry.from_json(entry, where)
 
 
 def validate_file(data: Any, where: str, op: str | None = None, sku: str | None = None) -> None:
@@ -258,14 +169,19 @@ _resolve_cache: dict[tuple, "Resolution"] = {}
 _warned: set = set()
 
 
-def kernel_sha256(op: str) -> str:
-    """sha256 of the op's shipped ``kernel.py`` bytes: the identity configs are tuned against."""
+def kernel_sha256(op: str, variant: str = _variants.DEFAULT_VARIANT) -> str | None:
+    """sha256 of the variant's file (``kernel``: the shipped ``kernel.py``): the identity an
+    entry is tuned against; None for a variant the op does not have."""
+    key = (op, variant)
     with _lock:
-        if op in _sha_cache:
-            return _sha_cache[op]
-    digest = hashlib.sha256(kernel_path(op).read_bytes()).hexdigest()
+        if key in _sha_cache:
+            return _sha_cache[key]
+    try:
+        digest = _variants.get_variant(op, variant).sha256
+    except _variants.UnknownVariantError:
+        return None
     with _lock:
-        _sha_cache[op] = digest
+        _sha_cache[key] = digest
     return digest
 
 
@@ -339,12 +255,15 @@ class Resolution:
     sku: str | None = None  # the SKU id whose file answered
     measured: bool | None = None
     bucket: dict | None = None  # the entry's bucket (may differ from the call's: nearest)
+    variant: str = _variants.DEFAULT_VARIANT   # the kernel file the config is for
+    entry: LibraryEntry | None = None
 
     def describe(self) -> str:
         if self.tier == "default":
             return "default heuristic (OPSPEC.default_config)"
         kind = "measured" if self.measured else "predicted"
-        return f"{self.tier} match {self.sku} ({kind}, bucket {self.bucket}) from {self.source}"
+        which = f" variant {self.variant}" if self.variant != _variants.DEFAULT_VARIANT else ""
+        return f"{self.tier} match {self.sku} ({kind}, bucket {self.bucket}){which} from {self.source}"
 
 
 @dataclass(frozen=True)
@@ -355,6 +274,7 @@ class _ConfigFile:
     cc: tuple[int, int] | None
     dir_index: int
     data: dict
+    entries: tuple = ()      # the file's entries, typed
 
 
 def _config_files(op: str, sku_dir: Path | None, extra_dirs: tuple[Path, ...] = ()) -> list[_ConfigFile]:
@@ -369,7 +289,8 @@ def _config_files(op: str, sku_dir: Path | None, extra_dirs: tuple[Path, ...] = 
             known = _device.find_sku(path.stem, sku_dir, strict=False) or {}
             family = data.get("family", known.get("family"))
             cc = data.get("compute_capability", known.get("compute_capability"))
-            files.append(_ConfigFile(path, path.stem, family, tuple(cc) if cc else None, i, data))
+            entries = tuple(LibraryEntry.from_json(e, f"{path}: entries[{n}]") for n, e in enumerate(data["entries"]))
+            files.append(_ConfigFile(path, path.stem, family, tuple(cc) if cc else None, i, data, entries))
     return files
 
 
@@ -391,14 +312,27 @@ def _tiers(files: list[_ConfigFile], identity: _device.DeviceIdentity | None,
     return tiers
 
 
-def _fresh_entries(f: _ConfigFile, op: str) -> list[dict]:
-    sha = kernel_sha256(op)
-    fresh = [e for e in f.data["entries"] if e["kernel_sha256"] == sha]
-    stale = len(f.data["entries"]) - len(fresh)
-    if stale:
-        _warn_once(("stale", f.path, sha),
-                   f"{f.path}: {stale} entr{'y' if stale == 1 else 'ies'} tuned for a different "
-                   f"kernel.py (kernel_sha256 != {sha[:12]}…) skipped as stale; re-tune {op} for {f.sku}")
+def _fresh_entries(f: _ConfigFile, op: str) -> list[LibraryEntry]:
+    """Entries whose variant exists and whose file still hashes to what they were tuned for;
+    the others are skipped with one warning per file and variant that names them."""
+    fresh, stale, missing = [], {}, {}
+    for e in f.entries:
+        sha = kernel_sha256(op, e.variant)
+        if sha is None:
+            missing[e.variant] = missing.get(e.variant, 0) + 1
+        elif e.kernel_sha256 != sha:
+            stale[e.variant] = (stale.get(e.variant, (0, sha))[0] + 1, sha)
+        else:
+            fresh.append(e)
+    for variant, (n, sha) in stale.items():
+        what = "kernel.py" if variant == _variants.DEFAULT_VARIANT else f"variant {variant!r}"
+        _warn_once(("stale", f.path, variant, sha),
+                   f"{f.path}: {n} entr{'y' if n == 1 else 'ies'} tuned for a different {what} of {op} "
+                   f"(kernel_sha256 != {sha[:12]}…: the file changed) skipped as stale; re-tune {op} for {f.sku}")
+    for variant, n in missing.items():
+        _warn_once(("missing", f.path, variant),
+                   f"{f.path}: {n} entr{'y' if n == 1 else 'ies'} for variant {variant!r} of {op}, which is not in "
+                   f"the library (no {op}/variants/{variant}.py), skipped")
     return fresh
 
 
@@ -410,15 +344,15 @@ def predicted_win_is_clear(evidence: Mapping[str, Any]) -> bool:
 
 
 def _best_in_tier(tier_files: list[_ConfigFile], op: str, dtype: str, bucket: dict,
-                  measured: bool) -> tuple[_ConfigFile, dict] | None:
+                  measured: bool) -> tuple[_ConfigFile, LibraryEntry] | None:
     best = None
     for f in tier_files:
         for e in _fresh_entries(f, op):
-            if e["dtype"] != dtype or e["evidence"]["measured"] is not measured:
+            if e.dtype != dtype or e.evidence.measured is not measured:
                 continue
-            if not measured and not predicted_win_is_clear(e["evidence"]):
+            if not measured and not predicted_win_is_clear(e.evidence.to_json()):
                 continue
-            dist = bucket_distance(bucket, e["bucket"])
+            dist = bucket_distance(bucket, e.bucket)
             if dist is None:
                 continue
             rank = (f.dir_index, dist, f.sku)
@@ -445,7 +379,8 @@ def resolve(op: str, dtype: str, shape_key: Mapping[str, Any],
             found = _best_in_tier(tier_files, op, dtype, bucket, measured)
             if found is not None:
                 f, e = found
-                result = Resolution(dict(e["config"]), tier, str(f.path), f.sku, measured, dict(e["bucket"]))
+                result = Resolution(dict(e.config), tier, str(f.path), f.sku, measured, dict(e.bucket),
+                                    variant=e.variant, entry=e)
                 break
         if result is not None:
             break
@@ -470,7 +405,7 @@ def case_bucket(op: str, params: Mapping[str, Any], dtype: str) -> dict:
 
 
 def best_recorded(op: str, sku: str, dtype: str, bucket: Mapping[str, Any],
-                  extra_dirs: tuple[Path, ...] = ()) -> dict | None:
+                  extra_dirs: tuple[Path, ...] = ()) -> LibraryEntry | None:
     """The entry ``resolve`` would pick from ``sku``'s own files (measured before predicted,
     nearest bucket, stale kernel hashes skipped), or None. For warm starts across SKUs."""
     files = [f for f in _config_files(op, None, extra_dirs) if f.sku == sku]
@@ -489,3 +424,4 @@ def clear_caches() -> None:
         _resolve_cache.clear()
         _warned.clear()
     _device.clear_caches()
+    _variants.clear_caches()

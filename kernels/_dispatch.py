@@ -13,21 +13,27 @@ For each call ``decide`` answers one question — run the op's shipped Triton ke
   Triton kernel defined afterwards is interpreted), and so does the first interpreted call. A
   kernel module already loaded for the compiler cannot run CPU tensors; such calls fall back.
 * Anything the kernel does not cover — a dtype outside ``OPSPEC.dtypes``, mixed float dtypes,
-  tensors on several devices or on another device type, sizes the launcher rejects with
-  ``ValueError`` — runs the reference, with one ``KernelFallbackWarning`` per (op, reason) that
-  says why. A tuned config that fails is retried with the default config before falling back.
+  tensors on several devices or on another device type, inputs the launcher declines by raising
+  ``ValueError`` from its own code — runs the reference, with one ``KernelFallbackWarning`` per
+  (op, reason) that says why. That is the kernel not applying, not failing.
+* A kernel that raises anything else fails: a tuned config that fails is retried with the
+  default config, a default config that fails runs the reference, and each failure is warned
+  about (``KernelDispatchFailure``, naming op, kernel file, config and error, once per op, file,
+  config and error type) and counted (``kernelagent.kernels.dispatch_failures()``). Under
+  ``KERNELAGENT_STRICT=1`` a failure raises ``KernelDispatchError`` instead (``_failures``).
 
 The shipped ``kernel.py`` is trusted library code (it was verified before it shipped): it is
-imported in-process from its file path, once per process.
+imported in-process once, as ``kernelagent.kernels.<op>.kernel``, the same module its spec.py
+takes helpers such as ``default_config`` from (lazily, so that the first import happens after
+``KERNELAGENT_INTERPRET`` has been honoured). Whether Triton interprets it is read off its
+kernels, since a module imported before the variable was set stays compiled.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import logging
 import os
-import sys
 import threading
 import warnings
 from dataclasses import dataclass
@@ -35,16 +41,15 @@ from typing import Any, Callable
 
 import torch
 
-from . import _configs, _device
-from .registry import get_opspec, kernel_path
+from . import _configs, _device, _failures, _variants
+from ._failures import KernelDispatchError, KernelFallbackWarning  # noqa: F401 - re-exported
+from ._interpreter import INTERPRET_ENV, interpret_requested, prepare_interpreter
+from .registry import get_opspec
 from .spec import DTYPE_NAMES, Call, OpSpec
 
-INTERPRET_ENV = "KERNELAGENT_INTERPRET"
+__all__ = ["INTERPRET_ENV", "Decision", "KernelDispatchError", "KernelFallbackWarning", "clear_caches", "decide",
+           "dispatch", "interpret_requested", "kernel_entry", "opspec", "prepare_interpreter", "shape_call"]
 logger = logging.getLogger("kernelagent.kernels")
-
-
-class KernelFallbackWarning(RuntimeWarning):
-    """A call ran PyTorch's reference instead of the Triton kernel; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -62,26 +67,12 @@ class Decision:
 
 _lock = threading.Lock()
 _opspecs: dict[str, OpSpec] = {}
-_kernels: dict[str, tuple[Callable, bool]] = {}
+_kernels: dict = {}   # op → (entry, interpreted); (op, variant) → (entry, interpreted, sha256)
 _signatures: dict[str, inspect.Signature] = {}
 _decisions: dict[tuple, Decision] = {}
 _MAX_DECISIONS = 4096
 _announced: set = set()
 _warned: set = set()
-
-
-def interpret_requested() -> bool:
-    return os.environ.get(INTERPRET_ENV) == "1"
-
-
-def prepare_interpreter() -> None:
-    """With ``KERNELAGENT_INTERPRET=1``, make Triton interpret kernels defined from now on."""
-    if interpret_requested() and "TRITON_INTERPRET" not in os.environ:
-        os.environ["TRITON_INTERPRET"] = "1"
-    if os.environ.get("TRITON_INTERPRET") == "1":
-        from ._interpreter import patch_interpreter
-
-        patch_interpreter()
 
 
 def opspec(op: str) -> OpSpec:
@@ -91,31 +82,46 @@ def opspec(op: str) -> OpSpec:
     return spec
 
 
-def kernel_entry(op: str) -> tuple[Callable, bool]:
-    """The entry function of the op's shipped kernel.py, and whether Triton interprets it."""
-    hit = _kernels.get(op)
-    if hit is not None:
-        return hit
+def kernel_module_name(op: str) -> str:
+    """The one name the op's kernel.py is imported under, by dispatch and by its spec.py."""
+    return f"{__package__}.{op}.kernel"
+
+
+def _interpreted(module: Any) -> bool:
+    """Were the module's Triton kernels defined for the interpreter? (Triton decides when a
+    ``@triton.jit`` function is defined, from ``TRITON_INTERPRET`` at that moment.)"""
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    for value in vars(module).values():
+        for _ in range(8):  # Autotuner and Heuristics wrap the function as .fn
+            if not type(value).__module__.startswith("triton"):
+                break
+            if isinstance(value, InterpretedFunction):
+                return True
+            if isinstance(value, JITFunction):
+                return False
+            value = getattr(value, "fn", None)
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def kernel_entry(op: str, variant: str = _variants.DEFAULT_VARIANT) -> tuple[Callable, bool]:
+    """The entry function of the op's variant (``kernel``: the shipped kernel.py), and whether
+    Triton interprets it. Another variant is reloaded when its file changes."""
+    default = variant == _variants.DEFAULT_VARIANT
+    key = op if default else (op, variant)
+    hit = _kernels.get(key)
+    if hit is not None and (default or hit[2] == _variants.get_variant(op, variant).sha256):
+        return hit[0], hit[1]
     with _lock:
-        hit = _kernels.get(op)
-        if hit is not None:
-            return hit
         prepare_interpreter()
-        interpreted = os.environ.get("TRITON_INTERPRET") == "1"
-        name = f"kernelagent.kernels._shipped.{op}"
-        module_spec = importlib.util.spec_from_file_location(name, kernel_path(op))
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[name] = module  # triton and inspect look kernels' source up via the module
-        try:
-            module_spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(name, None)
-            raise
+        v = _variants.get_variant(op, variant)
+        module = _variants.load_module(v)
         entry = getattr(module, op, None)
         if not callable(entry):
-            raise AttributeError(f"{kernel_path(op)} defines no entry function {op!r}")
-        _kernels[op] = (entry, interpreted)
-        return _kernels[op]
+            raise AttributeError(f"{v.path} defines no entry function {op!r}")
+        _kernels[key] = (entry, _interpreted(module)) if default else (entry, _interpreted(module), v.sha256)
+        return entry, _kernels[key][1]
 
 
 def _tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
@@ -190,6 +196,7 @@ def decide(op: str, args: tuple, kwargs: dict) -> Decision:
 
 
 def _decide(op: str, args: tuple, kwargs: dict) -> Decision:
+    prepare_interpreter()  # before anything (a spec's default_config) imports kernel.py
     spec = opspec(op)
     tensors = _tensors(args, kwargs)
     if not tensors:
@@ -236,51 +243,87 @@ def _warn_once(op: str, key: Any, message: str) -> None:
     warnings.warn(f"kernelagent.kernels.{op}: {message}", KernelFallbackWarning, stacklevel=4)
 
 
+def _entry_file(entry: Callable) -> str:
+    code = getattr(entry, "__code__", None)
+    return code.co_filename if code is not None else str(entry)
+
+
 def dispatch(op: str, args: tuple, kwargs: dict) -> Any:
-    """Run ``op`` on these arguments with the implementation ``decide`` picks."""
+    """Run ``op`` on these arguments with the implementation ``decide`` picks.
+
+    A kernel that raises is either declining the input (a ``ValueError`` from the launcher's own
+    code: the reference runs, as for an unsupported dtype) or failing (anything else, or a tuned
+    config that raises where the default runs): see ``_failures`` for how failures are reported,
+    counted, and raised under ``KERNELAGENT_STRICT=1``.
+    """
     decision = decide(op, args, kwargs)
     reference = opspec(op).reference
     if not decision.use_kernel:
         if decision.warn:
             _warn_once(op, decision.reason, f"{decision.reason}; using the PyTorch reference")
         return reference(*args, **kwargs)
-    entry, interpreted = kernel_entry(op)
+    resolution = decision.resolution
+    try:
+        entry, interpreted = kernel_entry(op, resolution.variant)
+    except Exception as e:  # the winning variant's file does not import: a failure, then the default
+        if resolution.variant == _variants.DEFAULT_VARIANT:
+            raise
+        _failures.record(op, f"variant {resolution.variant}", resolution.config, e,
+                         "using the default kernel and config")
+        resolution = _default_resolution(op, args, kwargs)
+        entry, interpreted = kernel_entry(op)
     if decision.device_type == "cpu" and not interpreted:
         _warn_once(op, "not-interpreted",
                    "kernel.py was loaded for the Triton compiler (TRITON_INTERPRET was not 1 when it "
                    f"was imported), so it cannot run CPU tensors; set {INTERPRET_ENV}=1 before the "
                    "first kernel call; using the PyTorch reference")
         return reference(*args, **kwargs)
-    resolution = decision.resolution
+    where = _entry_file(entry)
     try:
         return entry(*args, **kwargs, config=dict(resolution.config))
     except Exception as e:
         failure = e
     if resolution.tier != "default":
-        _warn_once(op, ("tuned-config", resolution.source, type(failure).__name__),
-                   f"tuned config {resolution.config} from {resolution.source} failed "
-                   f"({type(failure).__name__}: {failure}); retrying with the default config")
-        key = opspec(op).shape_key(shape_call(op, args, kwargs))
-        default = _configs.Resolution(dict(opspec(op).default_config(key)), "default", "OPSPEC.default_config")
+        tuned, tuned_failure, tuned_where = resolution, failure, where
+        retry = f"retrying with the default config (the failing one came from {tuned.source})"
+        if not _failures.declined(tuned_failure, tuned_where):
+            _failures.record(op, tuned_where, tuned.config, tuned_failure, retry)  # raises under strict
+        resolution = _default_resolution(op, args, kwargs)
+        if tuned.variant != _variants.DEFAULT_VARIANT:
+            entry = kernel_entry(op)[0]
+            where = _entry_file(entry)
         signature = _signature_key(op, args, kwargs)
         if signature is not None:  # do not retry (and maybe recompile) the failing config every call
-            _decisions[signature] = Decision(True, f"{default.describe()} (tuned config failed)", default,
+            _decisions[signature] = Decision(True, f"{resolution.describe()} (tuned config failed)", resolution,
                                              device_type=decision.device_type)
         try:
-            return entry(*args, **kwargs, config=dict(default.config))
+            out = entry(*args, **kwargs, config=dict(resolution.config))
         except Exception as e:
             failure = e
-    what = "rejected this input" if isinstance(failure, ValueError) else "failed"
-    _warn_once(op, ("kernel", type(failure).__name__),
-               f"the Triton kernel {what} ({type(failure).__name__}: {failure}); using the PyTorch reference")
+        else:
+            if _failures.declined(tuned_failure, tuned_where):  # the launcher refused the tuned config only
+                _failures.record(op, tuned_where, tuned.config, tuned_failure, retry)
+            return out
+    if _failures.declined(failure, where):
+        _warn_once(op, ("declined", type(failure).__name__),
+                   f"the Triton kernel rejected this input ({type(failure).__name__}: {failure}); "
+                   "using the PyTorch reference")
+        return reference(*args, **kwargs)
+    _failures.record(op, where, resolution.config, failure, "using the PyTorch reference")
     return reference(*args, **kwargs)
 
 
+def _default_resolution(op: str, args: tuple, kwargs: dict) -> _configs.Resolution:
+    key = opspec(op).shape_key(shape_call(op, args, kwargs))
+    return _configs.Resolution(dict(opspec(op).default_config(key)), "default", "OPSPEC.default_config")
+
+
 def clear_caches() -> None:
-    """Forget decisions, one-time warnings and log lines, config files and answers (not the
-    loaded kernel modules)."""
+    """Forget decisions, one-time warnings and log lines, failure counts, config files and
+    answers (not the loaded kernel modules)."""
     with _lock:
         _announced.clear()
         _warned.clear()
         _decisions.clear()
+    _failures.reset()
     _configs.clear_caches()

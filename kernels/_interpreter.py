@@ -49,6 +49,7 @@ GPU should be wrong in the interpreter too, without special cases in the kernel 
 from __future__ import annotations
 
 import hashlib
+import os
 import warnings
 
 _TF32_DROP_MASK = 0xFFFFE000  # fp32 bits kept by TF32: sign, 8 exponent bits, 10 mantissa bits
@@ -199,3 +200,22 @@ def patch_bf16_dot() -> bool:
     True if the bf16 dot fix is in place."""
     warnings.warn("patch_bf16_dot() is deprecated; call patch_interpreter()", DeprecationWarning, stacklevel=2)
     return bool(patch_interpreter()["bf16_dot"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Turning the interpreter on for the library (``KERNELAGENT_INTERPRET=1``)
+
+INTERPRET_ENV = "KERNELAGENT_INTERPRET"
+
+
+def interpret_requested() -> bool:
+    return os.environ.get(INTERPRET_ENV) == "1"
+
+
+def prepare_interpreter() -> None:
+    """With ``KERNELAGENT_INTERPRET=1``, make Triton interpret kernels defined from now on
+    (Triton reads ``TRITON_INTERPRET`` when a ``@triton.jit`` function is defined)."""
+    if interpret_requested() and "TRITON_INTERPRET" not in os.environ:
+        os.environ["TRITON_INTERPRET"] = "1"
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        patch_interpreter()

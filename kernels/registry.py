@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .spec import OpSpec
+if TYPE_CHECKING:  # the package imports this module without torch; spec.py needs torch
+    from .spec import OpSpec
 
 KERNELS_DIR = Path(__file__).resolve().parent
 

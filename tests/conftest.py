@@ -8,6 +8,9 @@ import pytest
 # The user library (kernels._configs.user_library_dir) is read by every kernel call: point it
 # at an empty folder of this session, so a developer's own tuned entries never leak into tests.
 os.environ["KERNELAGENT_LIBRARY"] = tempfile.mkdtemp(prefix="kernelagent-test-library-")
+# A library kernel that raises fails the test instead of quietly running PyTorch's reference
+# (kernels._failures); tests of the fallback itself unset it.
+os.environ.setdefault("KERNELAGENT_STRICT", "1")
 
 try:
     import torch

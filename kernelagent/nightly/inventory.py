@@ -35,13 +35,14 @@ class LibraryItem:
     evidence: dict = field(default_factory=dict)
     provenance: dict = field(default_factory=dict)
     kernel_sha256: str | None = None
+    variant: str = "kernel"            # the kernel file the entry is for (kernels/_variants.py)
     problem: str | None = None         # set: fails without being verified ("malformed" | "stale")
     problem_detail: str = ""
 
     def to_json(self) -> dict:
         return {"kind": self.kind, "name": self.name, "op": self.op, "sku": self.sku, "dtype": self.dtype,
                 "bucket": self.bucket, "config": self.config, "file": self.file, "index": self.index,
-                "kernel_sha256": self.kernel_sha256, "evidence": self.evidence or None,
+                "kernel_sha256": self.kernel_sha256, "variant": self.variant, "evidence": self.evidence or None,
                 "provenance": self.provenance or None}
 
 
@@ -51,9 +52,13 @@ def bucket_label(bucket: dict | None) -> str:
     return ",".join(f"{k}={v}" for k, v in bucket.items())
 
 
-def current_kernel(op: str) -> tuple[str, str]:
-    """(source text, sha256 of its bytes) of the op's shipped ``kernel.py``, read once together."""
-    raw = kernel_path(op).read_bytes()
+def current_kernel(op: str, variant: str = "kernel") -> tuple[str, str]:
+    """(source text, sha256 of its bytes) of the op's variant file (``kernel``: the shipped
+    ``kernel.py``), read once together."""
+    from ..kernels import _variants
+
+    path = kernel_path(op) if variant == "kernel" else _variants.get_variant(op, variant).path
+    raw = path.read_bytes()
     return raw.decode("utf-8"), hashlib.sha256(raw).hexdigest()
 
 
@@ -132,14 +137,21 @@ def _scan_file(path: Path, op: str, sha: str, origin: str) -> list[LibraryItem]:
         item.dtype, item.bucket, item.config = raw["dtype"], dict(raw["bucket"]), dict(raw["config"])
         item.evidence, item.provenance = dict(raw["evidence"]), dict(raw["provenance"])
         item.kernel_sha256 = raw["kernel_sha256"]
+        item.variant = raw.get("variant", "kernel")
+        current = sha if item.variant == "kernel" else _configs.kernel_sha256(op, item.variant)
         slot = _configs.entry_slot(raw)
         if slot in seen:
             item.problem, item.problem_detail = "malformed", (f"{path}: entries[{i}] repeats dtype {raw['dtype']} "
                                                               f"bucket {raw['bucket']}")
-        elif raw["kernel_sha256"] != sha:
+        elif current is None:
             item.problem = "stale"
-            item.problem_detail = (f"{path}: entries[{i}] was tuned for kernel.py sha256 {raw['kernel_sha256'][:12]}…, "
-                                   f"the current kernels/{op}/kernel.py is {sha[:12]}…; re-tune {op} for {sku}")
+            item.problem_detail = (f"{path}: entries[{i}] is for variant {item.variant!r} of {op}, which is not in the "
+                                   f"library (no {op}/variants/{item.variant}.py); re-tune {op} for {sku}")
+        elif raw["kernel_sha256"] != current:
+            what = f"kernels/{op}/kernel.py" if item.variant == "kernel" else f"variant {item.variant!r}"
+            item.problem = "stale"
+            item.problem_detail = (f"{path}: entries[{i}] was tuned for {what} sha256 {raw['kernel_sha256'][:12]}…, "
+                                   f"the current file is {current[:12]}…; re-tune {op} for {sku}")
         seen.add(slot)
         items.append(item)
     return items

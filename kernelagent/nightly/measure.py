@@ -134,7 +134,7 @@ class GpuMeasurer:
         reference = self._reference_samples(item.op, params, dtype)
         reference.sort()
         peak_flops, peak_bytes = self._peaks(dtype)
-        source, _ = current_kernel(item.op)
+        source, _ = current_kernel(item.op, item.variant)
         latency, energy, sessions = [], [], []
         for _ in range(self.sessions):
             try:

@@ -211,7 +211,7 @@ def _check_item(item: LibraryItem, i: int, n: int, opts: NightlyOptions, seed: i
         row.update(status="failed", failure={"reason": item.problem, "detail": item.problem_detail})
         log(f"[{i}/{n}] {item.name}: FAILED ({item.problem}) {item.problem_detail}")
         return row
-    key = (item.op, json.dumps(item.config, sort_keys=True))
+    key = (item.op, item.variant, json.dumps(item.config, sort_keys=True))
     shared = key in verdicts
     if not shared:
         log(f"[{i}/{n}] {item.name}: verifying config {item.config or 'default heuristic'} …")
@@ -258,10 +258,10 @@ def _check_item(item: LibraryItem, i: int, n: int, opts: NightlyOptions, seed: i
 def _verify(item: LibraryItem, opts: NightlyOptions, seed: int) -> dict:
     from ..harness.verify import verify
 
-    source, sha = current_kernel(item.op)
+    source, sha = current_kernel(item.op, item.variant)
     try:
         v = verify(item.op, source, examples=opts.examples, seed=seed, timeout=opts.timeout, config=item.config,
-                   candidate_name="kernel.py")
+                   candidate_name="kernel.py" if item.variant == "kernel" else f"{item.variant}.py")
     except KernelAgentError as e:
         return {"verified": False, "reason": "verify-error", "detail": str(e), "trials": 0, "duration_s": 0.0,
                 "seed": seed, "kernel_sha256": sha}

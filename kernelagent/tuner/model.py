@@ -228,14 +228,15 @@ def estimate_launch(sku: Any, launch: Any, report: Any | None, feas: Any | None,
 
 
 def estimate(op: str | Any, call: Any, config: Mapping[str, Any] | None, sku: Any, *, cache_dir=None,
-             isolate: bool | None = None, timeout: float = 120.0) -> ModelEstimate:
+             isolate: bool | None = None, timeout: float = 120.0, source=None) -> ModelEstimate:
     """Predicted latency/energy of library op ``op`` (name or OpSpec) on ``call`` under ``config``
-    for ``sku``: captures the launches, compiles them for the SKU's arch (cached), and models."""
+    for ``sku``: captures the launches, compiles them for the SKU's arch (cached), and models.
+    ``source``: the kernel file (a variant's path; default the shipped kernel.py)."""
     from ..harness import compile as hc
     from ..kernels import get_opspec, kernel_path
 
     spec = get_opspec(op) if isinstance(op, str) else op
-    src = kernel_path(spec.name)
+    src = source if source is not None else kernel_path(spec.name)
     launches = hc.capture_launches(src, spec.name, call.args, dict(call.kwargs), config, cache_dir)
     if sku.static_compile:
         reports = hc.compile_launches(src, launches, sku, cache_dir, isolate=isolate, timeout=timeout)

@@ -9,17 +9,21 @@ tuning space (``search.run_search``), measured by one backend —
   architecture (``tuner.model``): predicted, labelled so, never overwriting measured entries;
 * ``replay:FILE``: a recording (this project's format) of an earlier GPU run.
 
-Warm start: the op's default config and the best config of the nearest SKU in the library.
-Before anything is written, the top configs are re-verified by the harness (in its sandbox,
-on this machine: natively on a GPU, through Triton's interpreter otherwise) in order, and the
-first that verifies is recorded with its evidence and provenance (``library.record_entry``:
-atomic, locked, predicted never replaces measured).
+Every variant of the op (``kernels/_variants.py``: the shipped kernel.py, shipped extras, the
+user library's; or one, ``--variant``) is searched in its own space (its ``TUNING_SPACE``, else
+the spec's), each in one candidate session (one sandboxed worker for all its trials and
+re-verifications). Warm start: the op's default config and the best config of the nearest SKU
+in the library. Before anything is written, each variant's top configs are re-verified by the
+harness (in its sandbox, on this machine: natively on a GPU, through Triton's interpreter
+otherwise) in order; the fastest verified variant wins, and its speedup is against the
+baseline a library call runs without an entry (kernel.py, default config, same backend). It is
+recorded as a ``LibraryEntry`` naming the variant, with evidence and provenance
+(``record.write_result`` → ``library.record_entry``: atomic, locked, predicted never replaces
+measured).
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
 import json
 import secrets
 import platform
@@ -72,6 +76,10 @@ class TuneResult:
     library_path: str | None = None
     pareto_front: list = field(default_factory=list)
     note: str = ""
+    variant: str = "kernel"               # the kernel file that won (see kernels/_variants.py)
+    kernel_sha256: str | None = None
+    variant_origin: str = "shipped"
+    variants: list = field(default_factory=list)   # every variant tried: verified, latency, config, note
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -127,26 +135,26 @@ def _versions(device: str) -> dict:
             "device": device, "python": platform.python_version()}
 
 
-def _nearest_warm_start(op: str, sku, dtype: str, bucket: dict, library_dir) -> list[dict]:
-    """Best configs recorded for this op and dtype on the three most similar SKUs."""
+def _nearest_warm_start(op: str, sku, dtype: str, bucket: dict, library_dir, variant: str = "kernel") -> list[dict]:
+    """Best configs recorded for this op, variant and dtype on the three most similar SKUs."""
     from ..kernels._configs import best_recorded
     from ..sku import load_skus, rank_similar
 
     extra = (Path(library_dir).expanduser() / op / "configs",) if library_dir else ()
     others = rank_similar(sku, [s for s in load_skus().values() if s.id != sku.id])[:3]
     entries = (best_recorded(op, other.id, dtype, bucket, extra) for other in others)
-    return [dict(e["config"]) for e in entries if e]
+    return [dict(e.config) for e in entries if e and e.variant == variant]
 
 
 def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, seed: int | None,
-               energy: bool, session=None) -> Callable[[Mapping[str, Any]], tuple]:
+               energy: bool, session=None, source_path=None) -> Callable[[Mapping[str, Any]], tuple]:
     """measure(config) -> (latency_s | None, energy_j | None, reason)."""
     if backend == "model":
         from . import model
 
         def by_model(config):
             try:
-                est = model.estimate(spec, call, dict(config), sku)
+                est = model.estimate(spec, call, dict(config), sku, source=source_path)
             except (ValueError, TypeError) as e:  # the launcher rejects this config
                 return None, None, f"{type(e).__name__}: {e}"
             if not est.feasible:
@@ -182,20 +190,20 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
          write: bool = True, max_cases: int | None = None,
          cases: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
          accept: Callable[[TuneResult], bool] | None = None, progress: Callable[[str, int, int], None] | None = None,
-         notice: Callable[[str], None] | None = None, min_predicted_gain: float | None = None) -> list[TuneResult]:
-    """Tune and (with ``write``) record verified winners. ``min_predicted_gain``: with the model
-    backend, the predicted gain over the default below which nothing is written (default: the
-    model's own relative uncertainty, ``model.RELATIVE_UNCERTAINTY``)."""
+         notice: Callable[[str], None] | None = None, min_predicted_gain: float | None = None,
+         variant: str | None = None) -> list[TuneResult]:
+    """Tune and (with ``write``) record verified winners. ``variant``: tune only that variant of
+    each op (default: every variant, ``kernels/_variants.py``; the fastest verified one is
+    recorded). ``min_predicted_gain``: with the model backend, the predicted gain over the
+    default (kernel.py, default config) below which nothing is written (default: the model's
+    own relative uncertainty, ``model.RELATIVE_UNCERTAINTY``)."""
     import torch
 
-    from .. import library
-    from ..harness.session import CandidateSession
-    from ..harness.verify import verify
-    from ..kernels import get_opspec, kernel_path
-    from ..kernels._configs import predicted_win_is_clear
+    from ..kernels import get_opspec
     from ..kernels.spec import Case
     from ..sku import detect, get_sku
-    from .search import POLICIES, SearchSpace, run_search, study_name_for
+    from .record import write_result
+    from .search import POLICIES
 
     if policy not in POLICIES:
         raise BadInput(f"unknown --policy {policy!r}; expected one of {', '.join(POLICIES)}")
@@ -227,95 +235,135 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
     versions = _versions(device)
     results = []
     for task in tasks:
-        with contextlib.ExitStack() as stack:   # this task's candidate session
-            spec = get_opspec(task.op)
-            # Real tensors only for backends that run or compile the kernel; replay needs none.
-            call = spec.build(Case(params=task.case_params, dtype=task.dtype, seed=0)) if backend != "replay" else None
-            space = SearchSpace.from_tuning_space(spec.tuning_space, task.case_params)
-            default = spec.default_config(_meta_shape_key(spec, task))
-            warm = _nearest_warm_start(task.op, sku, task.dtype, task.bucket, library_dir)
-            source = kernel_path(task.op).read_text()
-            session = stack.enter_context(CandidateSession(task.op, source))
-            objective = _objective(backend, task, spec, call, sku, replay_path, seed=seed, energy=policy != "latency",
-                                   session=session)
-            done = [0]
+        spec = get_opspec(task.op)
+        # Real tensors only for backends that run or compile the kernel; replay needs none.
+        call = spec.build(Case(params=task.case_params, dtype=task.dtype, seed=0)) if backend != "replay" else None
+        default = spec.default_config(_meta_shape_key(spec, task))
+        tried = []
+        for v in _variants_for(task.op, variant, backend, library_dir):
+            tried.append(_tune_variant(task, v, spec, call, sku, default, backend=backend, replay_path=replay_path,
+                                       seed=seed, policy=policy, trials=trials, storage=storage,
+                                       verify_examples=verify_examples, library_dir=library_dir, progress=progress))
+        res = _choose(tried)
+        if backend != "replay" and not any(t.variant == "kernel" and t.default_latency_us for t in tried):
+            # What dispatch runs today (kernel.py, default config), by the same backend: the baseline.
+            res.default_latency_us = _baseline_us(backend, task, spec, call, sku, default, seed)
+        elif backend != "replay":
+            res.default_latency_us = next(t.default_latency_us for t in tried if t.variant == "kernel")
+        res.variants = [{"variant": t.variant, "verified": t.verified, "latency_us": t.latency_us,
+                         "config": t.best_config, "note": t.note} for t in tried]
+        if res.verified and res.default_latency_us and res.latency_us:
+            res.speedup_vs_default = res.default_latency_us / res.latency_us
+        write_result(res, task, sku, backend, policy, versions, write=write, accept=accept,
+                     library_dir=library_dir, min_predicted_gain=min_predicted_gain)
+        results.append(res)
+    return results
 
-            def counted(config, _objective=objective, _task=task):
-                out = _objective(config)
-                done[0] += 1
-                if progress:
-                    progress(_task.label, done[0], trials)
-                return out
 
-            study = study_name_for(task.op, sku.id, task.dtype, task.bucket_str, space)
-            sr = run_search(space, counted, budget=trials, study_name=study, storage=storage, seed=seed,
-                            policy=policy, default_config=default, warm_start=warm)
-            res = TuneResult(op=task.op, sku=sku.id, dtype=task.dtype, bucket=task.bucket, backend=backend,
-                             measured=backend != "model", policy=policy, sampler=sr.sampler,
-                             trials_used=sr.trials_used, study=study, pareto_front=sr.pareto_front, note=sr.note)
-            ranked = sorted((m for m in sr.measurements if m.get("latency_s") is not None),
-                            key=lambda m: m["latency_s"])
-            default_key = json.dumps([default.get(p.name) for p in space.params], default=str)
-            dflt = next((m for m in ranked if json.dumps([m["config"].get(p.name) for p in space.params],
-                                                         default=str) == default_key), None)
+def _variants_for(op: str, name: str | None, backend: str, library_dir) -> list:
+    """The variants to tune: ``name`` alone, or every variant of the op (replay: the recorded kernel.py)."""
+    from ..kernels import _variants
+
+    if backend == "replay":
+        if name not in (None, _variants.DEFAULT_VARIANT):
+            raise BadInput("--measure replay: replays recordings of kernel.py; --variant must be omitted or `kernel`")
+        return [_variants.get_variant(op, _variants.DEFAULT_VARIANT, library_dir)]
+    if name is not None:
+        try:
+            return [_variants.get_variant(op, name, library_dir)]
+        except _variants.UnknownVariantError as e:
+            raise BadInput(str(e)) from None
+    return _variants.variants(op, library_dir)
+
+
+def _space_for(v, spec, task):
+    from ..kernels.spec import Param, TuningSpace
+    from .search import SearchSpace
+
+    if v.tuning_space is None:
+        return SearchSpace.from_tuning_space(spec.tuning_space, task.case_params)
+    return SearchSpace.from_tuning_space(TuningSpace([Param(k, tuple(vals)) for k, vals in v.tuning_space.items()]),
+                                         task.case_params)
+
+
+def _tune_variant(task: TuneTask, v, spec, call, sku, default: dict, *, backend, replay_path, seed, policy, trials,
+                  storage, verify_examples, library_dir, progress) -> TuneResult:
+    """Search one variant's space, then re-verify its best configs in the same candidate session."""
+    from ..harness.session import CandidateSession
+    from ..harness.verify import verify
+    from .search import run_search, study_name_for
+
+    space = _space_for(v, spec, task)
+    fits = all(p.name in default and default[p.name] in p.values for p in space.params)
+    warm = _nearest_warm_start(task.op, sku, task.dtype, task.bucket, library_dir, v.name)
+    source = v.path.read_text(encoding="utf-8")
+    label = task.label if v.name == "kernel" else f"{task.label} variant {v.name}"
+    with CandidateSession(task.op, source, candidate_name=v.path.name) as session:
+        objective = _objective(backend, task, spec, call, sku, replay_path, seed=seed, energy=policy != "latency",
+                               session=session, source_path=v.path)
+        done = [0]
+
+        def counted(config):
+            out = objective(config)
+            done[0] += 1
+            if progress:
+                progress(label, done[0], trials)
+            return out
+
+        study_op = task.op if v.name == "kernel" else f"{task.op}.{v.name}"
+        study = study_name_for(study_op, sku.id, task.dtype, task.bucket_str, space)
+        sr = run_search(space, counted, budget=trials, study_name=study, storage=storage, seed=seed,
+                        policy=policy, default_config=default if fits else None, warm_start=warm)
+        res = TuneResult(op=task.op, sku=sku.id, dtype=task.dtype, bucket=task.bucket, backend=backend,
+                         measured=backend != "model", policy=policy, sampler=sr.sampler,
+                         trials_used=sr.trials_used, study=study, pareto_front=sr.pareto_front, note=sr.note,
+                         variant=v.name, kernel_sha256=v.sha256, variant_origin=v.origin)
+        ranked = sorted((m for m in sr.measurements if m.get("latency_s") is not None), key=lambda m: m["latency_s"])
+        if v.name == "kernel" and fits:
+            default_key = space.key(default)
+            dflt = next((m for m in ranked if space.key(m["config"]) == default_key), None)
             if dflt:
                 res.default_latency_us = dflt["latency_s"] * 1e6
-            order = ([sr.best_config] if sr.best_config else []) + [m["config"] for m in ranked]
-            seen, candidates = set(), []
-            for c in order:
-                k = json.dumps(c, sort_keys=True, default=str)
-                if k not in seen:
-                    seen.add(k)
-                    candidates.append(c)
-            # The same cases for every config re-verified (their references are computed once).
-            verify_seed = seed if seed is not None else secrets.randbits(32)
-            for config in candidates[:REVERIFY_TOP]:
-                verdict = verify(task.op, source, config=dict(config), examples=verify_examples, seed=verify_seed,
-                                 session=session)
-                if verdict.verified:
-                    m = next(m for m in sr.measurements if m["config"] == config)
-                    res.best_config, res.verified = dict(config), True
-                    res.latency_us = m["latency_s"] * 1e6
-                    res.energy_uj = None if m.get("energy_j") is None else m["energy_j"] * 1e6
-                    res.verify_detail = f"{verdict.trials} examples on {verdict.device}: {verdict.detail}"
-                    break
-                res.verify_detail += f"config {config} rejected by the harness: {verdict.reason}: {verdict.detail[:200]}\n"
-            if res.verified and res.default_latency_us and res.latency_us:
-                res.speedup_vs_default = res.default_latency_us / res.latency_us
-            evidence_extra = {}
-            if backend == "model":
-                from .model import RELATIVE_UNCERTAINTY
+        order = ([sr.best_config] if sr.best_config else []) + [m["config"] for m in ranked]
+        seen, candidates = set(), []
+        for c in order:
+            k = json.dumps(c, sort_keys=True, default=str)
+            if k not in seen:
+                seen.add(k)
+                candidates.append(c)
+        # The same cases for every config re-verified (their references are computed once).
+        verify_seed = seed if seed is not None else secrets.randbits(32)
+        for config in candidates[:REVERIFY_TOP]:
+            verdict = verify(task.op, source, config=dict(config), examples=verify_examples, seed=verify_seed,
+                             session=session)
+            if verdict.verified:
+                m = next(m for m in sr.measurements if m["config"] == config)
+                res.best_config, res.verified = dict(config), True
+                res.latency_us = m["latency_s"] * 1e6
+                res.energy_uj = None if m.get("energy_j") is None else m["energy_j"] * 1e6
+                res.verify_detail = f"{verdict.trials} examples on {verdict.device}: {verdict.detail}"
+                break
+            res.verify_detail += f"config {config} rejected by the harness: {verdict.reason}: {verdict.detail[:200]}\n"
+    return res
 
-                gain = RELATIVE_UNCERTAINTY if min_predicted_gain is None else float(min_predicted_gain)
-                evidence_extra["uncertainty_rel"] = gain
-            unclear = backend == "model" and res.verified and not predicted_win_is_clear(
-                {"speedup_vs_default": res.speedup_vs_default, **evidence_extra})
-            if unclear and write:
-                gain = "no prediction for the default" if res.speedup_vs_default is None else \
-                    f"a predicted {res.speedup_vs_default:.2f}x"
-                res.note = (res.note + "; " if res.note else "") + (
-                    f"not written: {gain} over the default is within the model's ±{evidence_extra['uncertainty_rel']:.0%} "
-                    "uncertainty, so the default heuristic stays")
-            elif res.verified and write and accept is not None and not accept(res):
-                res.note = (res.note + "; " if res.note else "") + "not written: the caller's acceptance test refused it"
-            elif res.verified and write:
-                entry = {
-                    "dtype": task.dtype, "bucket": task.bucket, "config": res.best_config,
-                    "kernel_sha256": library.kernel_sha256(task.op),
-                    "evidence": {"latency_us": res.latency_us, "energy_uj": res.energy_uj, "backend": backend,
-                                 "measured": backend != "model", "trials": res.trials_used,
-                                 "speedup_vs_default": res.speedup_vs_default, "policy": policy,
-                                 "case": task.case_params, "study": study, "sampler": sr.sampler,
-                                 "verified": res.verify_detail[:300], **evidence_extra},
-                    "provenance": {**{k: v for k, v in versions.items() if k != "python"},
-                                   "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                                   "method": f"kernelagent tune: optuna {sr.sampler}, {res.trials_used} "
-                                             f"{'predictions' if backend == 'model' else 'measurements'} ({backend})"},
-                }
-                out = library.record_entry(task.op, sku.id, entry, library_dir)
-                res.library_action, res.library_path = out.action, str(out.path)
-            results.append(res)
-    return results
+
+def _choose(tried: list[TuneResult]) -> TuneResult:
+    """The verified variant with the lowest latency (ties: the earlier, i.e. kernel.py first)."""
+    verified = [t for t in tried if t.verified and t.latency_us is not None]
+    return min(verified, key=lambda t: t.latency_us) if verified else tried[0]
+
+
+def _baseline_us(backend: str, task: TuneTask, spec, call, sku, default: dict, seed) -> float | None:
+    """kernel.py with the default config, by ``backend``: what a library call runs without an entry."""
+    from ..harness.session import CandidateSession
+    from ..kernels import kernel_path
+
+    source = kernel_path(task.op).read_text(encoding="utf-8")
+    with CandidateSession(task.op, source, candidate_name="kernel.py") as session:
+        objective = _objective(backend, task, spec, call, sku, None, seed=seed, energy=False, session=session,
+                               source_path=kernel_path(task.op))
+        latency = objective(default)[0]
+    return None if latency is None else latency * 1e6
 
 
 def _replay_tasks(tasks: list[TuneTask], path: Path, sku_id: str) -> list[TuneTask]:
@@ -359,6 +407,8 @@ def format_table(results: Sequence[TuneResult]) -> str:
         else:
             status = "verified, default kept" if "default heuristic stays" in r.note else "verified, not written"
         cfg = json.dumps(r.best_config, separators=(",", ":")) if r.best_config else "-"
+        if r.variant != "kernel":
+            cfg = f"{r.variant}:{cfg}"
         lines.append(f"{r.op:14s} {r.dtype:5s} {json.dumps(r.bucket, separators=(',', ':'))[:24]:24s} {cfg[:40]:40s} "
                      f"{lat:>12s} {sp:>10s}  {status}")
     return "\n".join(lines + [""] + summary_lines(results))

@@ -7,7 +7,15 @@ import torch
 from .. import spec as _spec
 from ..spec import (DTYPE_NAMES, DTYPES, LAYOUTS, Call, Case, OpSpec, Param, Tolerance, TuningSpace, bench_strategy,
                     common_strategy, generator, size_strategy, tensor)
-from .kernel import default_config as _kernel_default_config
+
+
+def _kernel_default_config(*args, **kwargs) -> dict:
+    # Imported on first use, not with the spec: kernel.py is imported once, and by then
+    # dispatch has set TRITON_INTERPRET where KERNELAGENT_INTERPRET asks for it.
+    from .kernel import default_config
+
+    return default_config(*args, **kwargs)
+
 
 ACTIVATIONS = (None, "relu", "gelu", "silu")
 # Shared memory per SM on the largest current parts (H100/H200: 227 KiB usable); the per-SKU

@@ -1,0 +1,50 @@
+"""Recording a tuning result in the library: the ``LibraryEntry`` a ``TuneResult`` becomes.
+
+A predicted win within the model's own uncertainty is not written (the default heuristic
+stays); a caller's acceptance test can refuse an entry; otherwise ``library.record_entry``
+merges it (atomic, locked, predicted never replaces measured).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+
+def write_result(res, task, sku, backend: str, policy: str, versions: dict, *, write: bool,
+           accept, library_dir, min_predicted_gain) -> None:
+    """Record the winner as a LibraryEntry, unless a predicted win is within the model's noise."""
+    from .. import library
+    from ..kernels._configs import predicted_win_is_clear
+    from ..kernels._entries import Evidence, LibraryEntry, Provenance
+
+    evidence_extra = {}
+    if backend == "model":
+        from .model import RELATIVE_UNCERTAINTY
+
+        gain = RELATIVE_UNCERTAINTY if min_predicted_gain is None else float(min_predicted_gain)
+        evidence_extra["uncertainty_rel"] = gain
+    unclear = backend == "model" and res.verified and not predicted_win_is_clear(
+        {"speedup_vs_default": res.speedup_vs_default, **evidence_extra})
+    if unclear and write:
+        gain = "no prediction for the default" if res.speedup_vs_default is None else \
+            f"a predicted {res.speedup_vs_default:.2f}x"
+        res.note = (res.note + "; " if res.note else "") + (
+            f"not written: {gain} over the default is within the model's ±{evidence_extra['uncertainty_rel']:.0%} "
+            "uncertainty, so the default heuristic stays")
+    elif res.verified and write and accept is not None and not accept(res):
+        res.note = (res.note + "; " if res.note else "") + "not written: the caller's acceptance test refused it"
+    elif res.verified and write:
+        entry = LibraryEntry(
+            dtype=task.dtype, bucket=dict(task.bucket), config=dict(res.best_config), variant=res.variant,
+            kernel_sha256=res.kernel_sha256,
+            evidence=Evidence(res.latency_us, res.energy_uj, backend, backend != "model", res.trials_used,
+                              res.speedup_vs_default,
+                              {"policy": policy, "case": task.case_params, "study": res.study, "sampler": res.sampler,
+                               "verified": res.verify_detail[:300], **evidence_extra}),
+            provenance=Provenance(versions["triton"], versions["torch"], versions["cuda"], versions["device"],
+                                  _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                                  f"kernelagent tune: optuna {res.sampler}, {res.trials_used} "
+                                  f"{'predictions' if backend == 'model' else 'measurements'} ({backend})",
+                                  {"variant_origin": res.variant_origin}))
+        out = library.record_entry(task.op, sku.id, entry, library_dir)
+        res.library_action, res.library_path = out.action, str(out.path)
