@@ -45,330 +45,48 @@ the study in storage *is* the measurement cache: re-running with the same storag
 name continues toward the same budget, and workers sharing an RDB storage never measure one
 config twice (the lowest-numbered live trial for a key owns it; the others wait for its result).
 
-Energy. The study minimises latency; energy is recorded per trial. The ``policy`` picks the
-answer among the measured configs: ``latency`` (fastest), ``energy`` (least joules among
-configs within 1.05× the best latency), ``balanced`` (least latency × energy, the
-energy-delay product). The Pareto front of (latency, energy) is returned with the result.
+Energy is recorded per trial; the ``policy`` picks the answer among the measured configs.
+
+This module holds the search loop (``_Search``) and ``run_search``. The pieces live beside it,
+and it re-exports their names: the space (``space.py``), storages and study names
+(``storage.py``), samplers (``samplers.py``), and measurement points with the selection
+policies and the Pareto front (``results.py``).
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import math
 import os
 import random
 import socket
 import time
-import warnings
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from ..errors import BadInput, EnvironmentProblem
+from ..errors import BadInput
+from .results import _A, ENERGY_LATENCY_SLACK, POLICIES, SearchResult, _point, pareto_front, select
+from .samplers import SAMPLERS, _has_set_constraint, make_sampler
+from .space import Config, OrderedParam, SearchSpace
+from .storage import _storage, default_storage_url, normalize_storage_url, study_name_for
 
-POLICIES = ("latency", "energy", "balanced")
-SAMPLERS = ("auto", "tpe+local", "random+local", "tpe", "tpe-default", "random", "exhaustive")
-ENERGY_LATENCY_SLACK = 1.05
+__all__ = [
+    "ENUMERATE_LIMIT", "Measure", "run_search",
+    # space.py
+    "Config", "OrderedParam", "SearchSpace",
+    # storage.py
+    "default_storage_url", "normalize_storage_url", "study_name_for",
+    # samplers.py
+    "SAMPLERS", "make_sampler",
+    # results.py
+    "ENERGY_LATENCY_SLACK", "POLICIES", "SearchResult", "pareto_front", "select",
+]
+
 ENUMERATE_LIMIT = 200_000  # raw spaces up to this size are enumerated (exhaustive, fallbacks)
 
-Config = dict[str, Any]
 Measure = Callable[[Mapping[str, Any]], Sequence[Any]]
 
 
 # ------------------------------------------------------------------------------------------
-# The space: ordered parameters, integer-coded.
-
-
-@dataclass(frozen=True)
-class OrderedParam:
-    """A parameter with ordered values, searched as an integer code.
-
-    Powers of two with consecutive exponents are coded by exponent (``log2``), anything else by
-    index into ``values``; either way neighbouring codes are neighbouring values.
-    """
-
-    name: str
-    values: tuple
-
-    @property
-    def coding(self) -> str:
-        vs = self.values
-        if all(isinstance(v, int) and not isinstance(v, bool) and v > 0 and v & (v - 1) == 0 for v in vs):
-            exps = [v.bit_length() - 1 for v in vs]
-            if exps == list(range(exps[0], exps[0] + len(exps))):
-                return "log2"
-        return "idx"
-
-    @property
-    def optuna_name(self) -> str:
-        return f"{self.name}:{self.coding}"
-
-    def code_range(self) -> tuple[int, int]:
-        if self.coding == "log2":
-            return self.values[0].bit_length() - 1, self.values[-1].bit_length() - 1
-        return 0, len(self.values) - 1
-
-    def decode(self, code: int) -> Any:
-        lo, _ = self.code_range()
-        return self.values[int(code) - lo]
-
-    def encode(self, value: Any) -> int:
-        try:
-            i = self.values.index(value)
-        except ValueError:
-            raise BadInput(f"value {value!r} is not one of {self.name}'s values {list(self.values)}") from None
-        return i + self.code_range()[0]
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """Ordered parameters plus an a-priori constraint ``constraint(config) -> reason | None``."""
-
-    params: tuple[OrderedParam, ...]
-    constraint: Callable[[Mapping[str, Any]], str | None] | None = None
-
-    @classmethod
-    def from_values(cls, values: Mapping[str, Sequence[Any]], constraint=None) -> "SearchSpace":
-        return cls(tuple(OrderedParam(n, tuple(v)) for n, v in values.items()), constraint)
-
-    @classmethod
-    def from_tuning_space(cls, tuning_space, case_params: Mapping[str, Any]) -> "SearchSpace":
-        """From an OpSpec's TuningSpace, its constraint bound to one shape bucket's params."""
-        return cls(tuple(OrderedParam(p.name, tuple(p.values)) for p in tuning_space.params),
-                   lambda c: tuning_space.constraint(c, case_params))
-
-    @property
-    def free(self) -> list[OrderedParam]:
-        return [p for p in self.params if len(p.values) > 1]
-
-    def size(self) -> int:
-        return math.prod(len(p.values) for p in self.params)
-
-    def key(self, config: Mapping[str, Any]) -> str:
-        return json.dumps([config[p.name] for p in self.params], separators=(",", ":"))
-
-    def check(self, config: Mapping[str, Any]) -> str | None:
-        return self.constraint(config) if self.constraint else None
-
-    def fingerprint(self) -> str:
-        import hashlib
-
-        text = json.dumps([[p.name, list(p.values)] for p in self.params], default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-    def codes(self, config: Mapping[str, Any]) -> dict[str, int]:
-        return {p.optuna_name: p.encode(config[p.name]) for p in self.free}
-
-    def enumerate(self) -> list[Config]:
-        import itertools
-
-        names = [p.name for p in self.params]
-        return [dict(zip(names, vs)) for vs in itertools.product(*(p.values for p in self.params))]
-
-    def neighbours(self, config: Mapping[str, Any], radius: int | None = None, exact: bool = False) -> Iterable[Config]:
-        """Configs differing from ``config`` in one parameter, nearest steps first.
-
-        All parameters one step up or down, then two steps, … up to ``radius`` (None: the whole
-        line of each parameter, so one move can jump from 16 to 1 when the middle is worse).
-        """
-        idx = {p.name: p.values.index(config[p.name]) for p in self.free}
-        reach = max((len(p.values) for p in self.free), default=1) if radius is None else radius
-        for d in range(reach if exact else 1, reach + 1):
-            for p in self.free:
-                for j in (idx[p.name] - d, idx[p.name] + d):
-                    if 0 <= j < len(p.values):
-                        yield {**config, p.name: p.values[j]}
-
-
-# ------------------------------------------------------------------------------------------
-# Storage and study names.
-
-
-def default_storage_url() -> str:
-    """SQLite under the user cache dir (``$XDG_CACHE_HOME`` or ``~/.cache``)/kernelagent."""
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kernelagent"
-    base.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{base / 'studies.db'}"
-
-
-def study_name_for(op: str, sku: str, dtype: str, bucket: str, space: SearchSpace | None = None) -> str:
-    """``op/sku/dtype/bucket``, plus the space's fingerprint so a changed space starts afresh."""
-    name = f"{op}/{sku}/{dtype}/{bucket}"
-    return f"{name}/space-{space.fingerprint()}" if space is not None else name
-
-
-def _storage(storage):
-    import optuna
-
-    if storage is None:
-        storage = default_storage_url()
-    if isinstance(storage, str):
-        if storage == ":memory:":
-            return optuna.storages.InMemoryStorage()
-        storage = normalize_storage_url(storage)
-        sqlite = storage.startswith("sqlite")
-        for attempt in range(3):
-            try:
-                rdb = optuna.storages.RDBStorage(
-                    storage, engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None)
-                break
-            except Exception as e:  # bad URL, missing driver, unreachable server
-                from sqlalchemy.exc import DBAPIError, OperationalError
-
-                # Two workers creating the schema at once collide (table exists, unique key);
-                # the loser retries and finds the schema made. Other errors fail at once.
-                if attempt == 2 and isinstance(e, OperationalError) and not sqlite:
-                    # The URL is fine; the server is not there (down, firewalled, wrong host).
-                    raise EnvironmentProblem(f"cannot reach the Optuna storage {_redact(storage)}: "
-                                             f"{str(e).splitlines()[0][:300]}") from e
-                if attempt == 2 or not isinstance(e, DBAPIError):
-                    raise BadInput(f"cannot open Optuna storage {_redact(storage)}: {e}") from e
-                time.sleep(0.5 + attempt)
-        if sqlite:
-            _serialize_sqlite(rdb.engine)
-        return rdb
-    return storage
-
-
-def normalize_storage_url(url: str) -> str:
-    """``postgresql://`` with the driver that is installed.
-
-    SQLAlchemy 2.1 maps a bare ``postgresql://`` to psycopg 3, older versions to psycopg2; the
-    project's optional extra installs psycopg2-binary. An explicit ``+driver`` is kept as given.
-    """
-    import importlib.util
-
-    for bare in ("postgresql://", "postgres://"):
-        if url.startswith(bare):
-            rest = url[len(bare):]
-            if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
-                return "postgresql+psycopg2://" + rest
-            return "postgresql://" + rest
-    return url
-
-
-def _serialize_sqlite(engine) -> None:
-    """Make every SQLite transaction ``BEGIN IMMEDIATE``.
-
-    Python's sqlite3 runs a SELECT outside any transaction, so two processes can both read an
-    enqueued trial as WAITING and both take it (PostgreSQL's row lock prevents that). Taking
-    the write lock at the start of each transaction makes read-then-update atomic, at the cost
-    of serialising the workers' storage calls, which are tiny next to a measurement.
-    """
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _autocommit_driver(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" below open transactions
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(conn):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # connections opened before the listeners were attached are dropped
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
-    return url
-
-
-# ------------------------------------------------------------------------------------------
-# Results and selection policies.
-
-
-@dataclass
-class SearchResult:
-    best_config: Config | None
-    best_latency_s: float | None
-    best_energy_j: float | None
-    policy: str
-    sampler: str
-    trials_used: int               # distinct configs measured (the budget's unit)
-    optuna_trials: int             # every trial in the study, free ones included
-    study_name: str
-    pareto_front: list[dict] = field(default_factory=list)
-    measurements: list[dict] = field(default_factory=list)  # in measurement order
-    note: str = ""
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-def pareto_front(points: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """Non-dominated measurements in (latency_s, energy_j), sorted by latency."""
-    pts = sorted((p for p in points if p.get("latency_s") is not None and p.get("energy_j") is not None),
-                 key=lambda p: (p["latency_s"], p["energy_j"]))
-    front, least = [], math.inf
-    for p in pts:
-        if p["energy_j"] < least:
-            front.append(dict(p))
-            least = p["energy_j"]
-    return front
-
-
-def select(points: Sequence[Mapping[str, Any]], policy: str) -> tuple[dict | None, str]:
-    """The measurement a policy picks among feasible ``points``, and a note when it fell back."""
-    if policy not in POLICIES:
-        raise BadInput(f"unknown policy {policy!r}; expected one of {POLICIES}")
-    ok = [p for p in points if p.get("latency_s") is not None]
-    if not ok:
-        return None, "no feasible configuration was measured"
-    fastest = min(ok, key=lambda p: p["latency_s"])
-    with_e = [p for p in ok if p.get("energy_j") is not None]
-    if policy == "latency":
-        return dict(fastest), ""
-    if not with_e:
-        return dict(fastest), f"policy {policy!r}: no energy measured; chose by latency"
-    if policy == "energy":
-        near = [p for p in with_e if p["latency_s"] <= ENERGY_LATENCY_SLACK * fastest["latency_s"]]
-        if not near:
-            return dict(fastest), f"policy 'energy': no config within {ENERGY_LATENCY_SLACK}× the best latency has an energy; chose by latency"
-        return dict(min(near, key=lambda p: (p["energy_j"], p["latency_s"]))), ""
-    return dict(min(with_e, key=lambda p: (p["latency_s"] * p["energy_j"], p["latency_s"]))), ""
-
-
-# ------------------------------------------------------------------------------------------
 # The search loop.
-
-_A = "ka."  # user-attr prefix
-
-
-@functools.lru_cache(maxsize=None)
-def _has_set_constraint() -> bool:
-    import optuna
-
-    return hasattr(optuna.trial.Trial, "set_constraint")
-
-
-def _constraints_func(frozen) -> list[float]:
-    return [0.0 if frozen.user_attrs.get(_A + "feasible", True) else 1.0]
-
-
-def make_sampler(kind: str, seed: int | None, n_startup_trials: int = 10):
-    import optuna
-
-    if kind in ("tpe", "tpe+local"):
-        # Optuna 5 reads constraints set on the trial; 4.x needs constraints_func.
-        cf = None if _has_set_constraint() else _constraints_func
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # group=True
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, constant_liar=True,
-                                              n_startup_trials=n_startup_trials, constraints_func=cf)
-    if kind == "tpe-default":
-        return optuna.samplers.TPESampler(seed=seed)
-    if kind in ("random", "random+local", "exhaustive"):
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise BadInput(f"unknown sampler {kind!r}; expected one of {SAMPLERS}")
-
-
-def _point(t) -> dict:
-    u = t.user_attrs
-    return {"config": u[_A + "config"], "latency_s": u.get(_A + "latency_s"), "energy_j": u.get(_A + "energy_j"),
-            "feasible": u.get(_A + "feasible", False), "reason": u.get(_A + "reason"), "trial": t.number}
 
 
 class _Search:
