@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import sys
 from dataclasses import asdict, dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 
@@ -50,10 +54,34 @@ class Verdict:
 
     @classmethod
     def reject(cls, reason: Reason, detail: str, **kw: Any) -> "Verdict":
-        return cls(verified=False, reason=reason.value, detail=detail, **kw)
+        return cls(verified=False, reason=reason.value, detail=scrub_paths(detail), **kw)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
+
+
+_SANDBOX_DIR = re.compile(r"/[^\s\"']*?kernelagent-sbx-[A-Za-z0-9_]+/")
+_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
+
+
+def _roots() -> list[tuple[str, str]]:
+    repo = str(Path(__file__).resolve().parents[1]) + os.sep
+    roots = [(p + os.sep, "<site-packages>/") for p in sys.path if p.endswith("site-packages")]
+    roots += [(repo, "<kernelagent>/")]
+    for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
+        roots.append((os.path.join(prefix, "lib") + os.sep, "<python>/lib/"))
+    return sorted(set(roots), key=lambda r: -len(r[0]))
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` without host paths or run-specific noise: the worker's private folder (so the
+    candidate is just its file name), site-packages, the Python install and this checkout become
+    placeholders, and object addresses ``0x…``. A verdict's detail is then the same for the same
+    candidate, inputs and seed on any machine, so an agent run replays byte for byte."""
+    text = _SANDBOX_DIR.sub("", text)
+    for root, placeholder in _roots():
+        text = text.replace(root, placeholder)
+    return _ADDRESS.sub("0x…", text)

@@ -41,6 +41,25 @@ def _tail(text: str, n: int = 1500) -> str:
     return text if len(text) <= n else "…" + text[-n:]
 
 
+def _failure(e: BaseException, candidate_path: str | None) -> str:
+    """The error's last line first, then where in the candidate it came from (file name, line,
+    code), then the traceback's tail: what a model needs to fix it, summary first."""
+    cause = e.__cause__ if type(e).__name__ == "InterpreterError" and e.__cause__ is not None else None
+    shown = cause or e
+    last = "".join(traceback.format_exception_only(type(shown), shown)).strip().splitlines()
+    head = last[-1] if last else type(shown).__name__
+    where = ""
+    if candidate_path:
+        frames = [f for err in (cause, e) if err is not None
+                  for f in traceback.extract_tb(err.__traceback__) if f.filename == candidate_path]
+        if frames:
+            f = frames[-1] if cause is None else next(
+                (fr for fr in reversed(traceback.extract_tb(cause.__traceback__)) if fr.filename == candidate_path),
+                frames[-1])
+            where = f"\n  in the candidate: {os.path.basename(f.filename)}, line {f.lineno}, in {f.name}: {(f.line or '').strip()}"
+    return f"{head}{where}\n{_tail(traceback.format_exc())}"
+
+
 class _Shared:
     """The worker's mapping of the shared file the parent passed (fd in ``KERNELAGENT_SHM_FD``)."""
 
@@ -95,7 +114,7 @@ class Worker:
         except BaseException as e:  # noqa: BLE001 - any failure of untrusted code is a verdict
             if isinstance(e, SystemExit):
                 return {"ok": False, "reason": "import-error", "detail": f"the candidate called exit() at import ({e.code!r})"}
-            return {"ok": False, "reason": "import-error", "detail": _tail(traceback.format_exc())}
+            return {"ok": False, "reason": "import-error", "detail": _failure(e, path)}
         if h["kind"] == "op":
             fn = getattr(module, h["entry"], None)
             if not callable(fn):
@@ -123,8 +142,9 @@ class Worker:
                 module.CONFIG = dict(config)
             torch.manual_seed(init_seed)
             self.entry = cls(*init).to(self.device).eval()
-        except BaseException:  # noqa: BLE001
-            return {"ok": False, "reason": "runtime-error", "detail": "constructing ModelNew failed:\n" + _tail(traceback.format_exc())}
+        except BaseException as e:  # noqa: BLE001
+            return {"ok": False, "reason": "runtime-error",
+                    "detail": "constructing ModelNew failed: " + _failure(e, self.audit.path if self.audit else None)}
         return {"ok": True}
 
     def configure(self, h) -> dict:
@@ -197,7 +217,7 @@ class Worker:
             audit.active = False
             if isinstance(e, SystemExit):
                 return {"ok": False, "reason": "crash", "detail": f"the candidate called exit() ({e.code!r})"}, []
-            return {"ok": False, "reason": _classify(e), "detail": _tail(traceback.format_exc())}, []
+            return {"ok": False, "reason": _classify(e), "detail": _failure(e, self.audit.path if self.audit else None)}, []
         elapsed = time.perf_counter() - t0
         result = {"ok": True, "launches": audit.launches, "kernels": sorted(audit.kernels),
                   "bad_ops": audit.bad_ops, "host_reads": audit.host_reads, "wall_s": elapsed}
@@ -254,7 +274,7 @@ class Worker:
         except BaseException as e:  # noqa: BLE001 - any failure of untrusted code is a verdict
             if isinstance(e, SystemExit):
                 return {"ok": False, "reason": "crash", "detail": f"the candidate called exit() ({e.code!r})"}, []
-            return {"ok": False, "reason": _classify(e), "detail": _tail(traceback.format_exc())}, []
+            return {"ok": False, "reason": _classify(e), "detail": _failure(e, self.audit.path if self.audit else None)}, []
 
 
 def _digest(t) -> str:

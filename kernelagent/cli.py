@@ -100,9 +100,30 @@ from . import cli_nightly as _cli_nightly; _cli_nightly.register(app)
 from . import cli_library as _cli_library; _cli_library.register(app)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that checkpointed work says how to resume (exit 143)."""
+
+
+_terminated = []
+
+
+def _on_sigterm(signum, frame):
+    _terminated.append(signum)   # remembered: a library may re-raise the interrupt as a plain one
+    raise Terminated()
+
+
 def main() -> None:
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app()
+        try:
+            app()
+        except SystemExit:
+            if _terminated:   # click turned the interrupt into its own exit
+                raise KeyboardInterrupt from None
+            raise
     except KernelAgentError as e:
         err(f"error: {e}")
         if "--json" in sys.argv[1:]:
@@ -110,6 +131,9 @@ def main() -> None:
             typer.echo(json.dumps({"error": str(e), "kind": type(e).__name__, "exit_code": e.exit_code}))
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
+        if _terminated:
+            err("terminated (SIGTERM)")
+            sys.exit(143)
         err("interrupted")
         sys.exit(130)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -48,6 +48,18 @@ def generate_command(
     max_reply_tokens: int = typer.Option(8192, "--max-reply-tokens", help="max_tokens per LLM reply."),
     price_prompt: float = typer.Option(0.0, "--price-prompt", help="USD per 1k prompt tokens, for the cost report."),
     price_completion: float = typer.Option(0.0, "--price-completion", help="USD per 1k completion tokens."),
+    tune: bool = typer.Option(False, "--tune", help="Keep the verified kernel: an op's becomes a library variant "
+                              "tuned for --sku (gpu backend on a GPU, else model, labelled); a problem file's becomes "
+                              "a user module (kernelagent.kernels.load_module)."),
+    tune_trials: int = typer.Option(8, "--tune-trials", help="Tuning trials per shape bucket with --tune."),
+    tune_dtype: List[str] = typer.Option([], "--tune-dtype", help="With --tune: dtypes to tune (repeatable; default: "
+                                         "the op's dtypes)."),
+    min_predicted_gain: Optional[float] = typer.Option(None, "--min-predicted-gain", help="With --tune and the model "
+                                                       "backend: the predicted gain over the default needed to write "
+                                                       "an entry (default 0.15)."),
+    measure: Optional[str] = typer.Option(None, "--measure", help="With --tune: gpu | model (default: gpu if present)."),
+    library: Optional[Path] = typer.Option(None, "--library", help="With --tune: library folder (default: the user "
+                                           "library, $KERNELAGENT_LIBRARY or ~/.cache/kernelagent/library)."),
 ) -> None:
     """Generate a verified Triton kernel for TARGET with an LLM (OpenAI-compatible endpoint)."""
     from .agent.run import GenerateOptions, generate
@@ -58,9 +70,22 @@ def generate_command(
         db=db, examples=examples, verify_timeout=verify_timeout, request_timeout=request_timeout,
         retries=retries, seed=seed, temperature=temperature, max_reply_tokens=max_reply_tokens,
         price_prompt_per_1k=price_prompt, price_completion_per_1k=price_completion)
+    if tune and target and not sku and not _is_problem(target):
+        from .errors import BadInput
+
+        raise BadInput("--tune needs --sku: the SKU to tune the generated variant for")
     result = generate(opts)
+    kept = None
+    if tune and result.status == "accepted":
+        from .agent.keep import keep
+        from .prompts import PROMPT_VERSION
+
+        kept = keep(result, sku=sku, endpoint=base_url, model=model, prompt_version=PROMPT_VERSION, library=library,
+                    trials=tune_trials, measure=measure, examples=examples, min_predicted_gain=min_predicted_gain,
+                    dtypes=list(tune_dtype) or None,
+                    notice=lambda m: typer.echo(f"note: {m}", err=True))
     if json_out:
-        typer.echo(json.dumps(result.to_json(), sort_keys=True, default=str))
+        typer.echo(json.dumps(dict(result.to_json(), kept=kept), sort_keys=True, default=str))
         raise typer.Exit(result.exit_code)
     u = result.usage
     if result.status == "accepted":
@@ -79,4 +104,20 @@ def generate_command(
                f"({u['prompt_tokens']} prompt + {u['completion_tokens']} completion), cost ${u['cost_usd']:.4f} "
                f"({'configured price' if u['cost_usd'] else 'price not configured: --price-prompt/--price-completion'}); "
                f"report: {result.outputs.get('report')}")
+    if kept:
+        typer.echo(f"kept as {kept['kind']} {kept.get('variant') or kept.get('name')}: {kept.get('path', '')}")
+        for row in kept.get("tuned", []):
+            sp = row["speedup_vs_default"]
+            typer.echo(f"  {row['dtype']} {row['bucket']}: {'verified' if row['verified'] else 'not verified'}, "
+                       f"{'measured' if row['measured'] else 'PREDICTED'} "
+                       f"{'-' if sp is None else f'{sp:.2f}x'} vs the default; library: {row['library_action'] or 'not written'}")
+        typer.echo(f"  {kept['use']}")
+    elif tune and result.status != "accepted":
+        typer.echo("  --tune: nothing kept (no verified kernel)")
     raise typer.Exit(result.exit_code)
+
+
+def _is_problem(target: str) -> bool:
+    from .harness.problem import is_problem_path
+
+    return is_problem_path(target)

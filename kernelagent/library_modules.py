@@ -43,7 +43,8 @@ def _tuning_space(candidate_source: str) -> dict | None:
 
 def add_module(name: str, problem: Path, candidate_source: str, *, config: dict | None = None,
                examples: int | None = None, timeout: float = 300.0, force: bool = False,
-               library: Path | str | None = None, candidate_name: str = "candidate.py"):
+               library: Path | str | None = None, candidate_name: str = "candidate.py",
+               provenance: dict | None = None):
     """Verify and store. Returns (ModuleEntry or None, Verdict); stores nothing when rejected."""
     from .harness.verify import verify
 
@@ -80,7 +81,8 @@ def add_module(name: str, problem: Path, candidate_source: str, *, config: dict 
                   "seed": verdict.seed, "sandbox": verdict.sandbox, "cpu_s": verdict.cpu_s},
         provenance={"added": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     "problem_file": problem.name, "candidate_file": candidate_name, "kernelagent": __version__,
-                    "torch": torch.__version__, "triton": triton.__version__, "origin": "user"},
+                    "torch": torch.__version__, "triton": triton.__version__, "origin": "user",
+                    **(provenance or {})},
         folder=dest)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))

@@ -109,8 +109,10 @@ def test_endpoint_dies_mid_run_then_resume_by_id(tmp_path, monkeypatch, capsys):
     assert len(lines) == 1 + 3  # header + one exchange per round, across both processes' sessions
 
 
-def test_ctrl_c_then_resume_by_id(tmp_path, monkeypatch, capsys):
-    """A real process, interrupted with SIGINT while waiting on the model, resumes by its id."""
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_then_resume_by_id(tmp_path, monkeypatch, capsys, sig, code):
+    """A real process, interrupted (Ctrl-C or SIGTERM) while waiting on the model, says how to
+    resume, and resumes by its id."""
     with FakeOpenAI([Reply("prose first"), Sleep(30, Reply("never seen")), python_reply(SRC["try_fallback"])]) as srv:
         env = dict(os.environ, OPENAI_API_KEY="sk-test")
         proc = subprocess.Popen([sys.executable, "-m", "kernelagent.cli", "generate", "softmax", "--max-iters", "2",
@@ -120,9 +122,9 @@ def test_ctrl_c_then_resume_by_id(tmp_path, monkeypatch, capsys):
         while len(srv.chat_requests()) < 2 and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
         assert len(srv.chat_requests()) == 2, proc.communicate(timeout=5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
-        assert proc.returncode == 130 and "continue it with: kernelagent generate --resume" in err
+        assert proc.returncode == code and "continue it with: kernelagent generate --resume" in err, err[-2000:]
         run_id = err.split("--resume ")[1].split()[0]
         code, out, err = kernelagent(monkeypatch, capsys, "generate", "--resume", run_id, "--db", tmp_path / "agent.db")
     assert code == 1, err

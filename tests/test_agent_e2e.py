@@ -84,3 +84,29 @@ def test_wrong_result_then_fix_verified_by_the_real_harness_and_replayed(tmp_pat
     assert [a["reason"] for a in again["attempts"]] == ["mismatch", None]
     assert Path(again["kernel"]).read_text() == kernel.read_text()
     assert again["usage"]["total_tokens"] == res["usage"]["total_tokens"]
+
+
+@pytest.mark.slow
+def test_a_compile_error_is_summarised_by_its_last_line_and_the_run_replays(tmp_path, monkeypatch, capsys):
+    """The compile error's own line leads the feedback, with the candidate's line; no host or
+    sandbox path appears, so the recorded requests match on replay, byte for byte."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    bad = GOOD.replace("BLOCK=block)", "BLOCK=48)")
+    replies = [python_reply(bad), python_reply(GOOD)]
+    with FakeOpenAI(replies) as srv:
+        code, out, err = kernelagent(monkeypatch, capsys, "generate", PROBLEM, "--base-url", srv.base_url,
+                                     "--model", "fake-coder", "--parallel", "1", "--max-iters", "2", "--examples", "2",
+                                     "--seed", "3", "--db", tmp_path / "agent.db", "--out", tmp_path / "out", "--json")
+    assert code == 0, err
+    res = json.loads(out)
+    first = res["attempts"][0]
+    assert first["reason"] == "compile-error"
+    assert first["message"].startswith("ValueError: arange's range must be a power of 2"), first["message"]
+    feedback = srv.chat_requests()[1]["messages"][-1]["content"]
+    assert "in the candidate: candidate_r1_c0.py, line" in feedback and "tl.arange(0, BLOCK)" in feedback
+    for noise in ("/tmp/", "kernelagent-sbx-", "site-packages/", str(Path(__file__).resolve().parents[1])):
+        assert noise not in feedback, noise
+    code, out, err = kernelagent(monkeypatch, capsys, "generate", "--replay", tmp_path / "out" / "exchanges.jsonl",
+                                 "--db", tmp_path / "agent.db", "--out", tmp_path / "replayed", "--json")
+    assert code == 0, err
+    assert [a["reason"] for a in json.loads(out)["attempts"]] == ["compile-error", None]

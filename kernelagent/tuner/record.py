@@ -26,11 +26,14 @@ def write_result(res, task, sku, backend: str, policy: str, versions: dict, *, w
     unclear = backend == "model" and res.verified and not predicted_win_is_clear(
         {"speedup_vs_default": res.speedup_vs_default, **evidence_extra})
     if unclear and write:
-        gain = "no prediction for the default" if res.speedup_vs_default is None else \
-            f"a predicted {res.speedup_vs_default:.2f}x"
-        res.note = (res.note + "; " if res.note else "") + (
-            f"not written: {gain} over the default is within the model's ±{evidence_extra['uncertainty_rel']:.0%} "
-            "uncertainty, so the default heuristic stays")
+        sp = res.speedup_vs_default
+        if sp is not None and sp < 1.0:
+            why = f"not written: predicted {sp:.2f}x, slower than the default, so the default heuristic stays"
+        else:
+            gain = "no prediction for the default" if sp is None else f"a predicted {sp:.2f}x"
+            why = (f"not written: {gain} over the default is within the model's ±{evidence_extra['uncertainty_rel']:.0%} "
+                   "uncertainty, so the default heuristic stays")
+        res.note = (res.note + "; " if res.note else "") + why
     elif res.verified and write and accept is not None and not accept(res):
         res.note = (res.note + "; " if res.note else "") + "not written: the caller's acceptance test refused it"
     elif res.verified and write:
