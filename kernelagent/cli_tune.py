@@ -29,6 +29,7 @@ def register(app: typer.Typer) -> None:
         no_write: bool = typer.Option(False, "--no-write", help="Tune and verify, but do not write the library."),
         min_predicted_gain: Optional[float] = typer.Option(None, "--min-predicted-gain", help="model backend: write a predicted entry only when it predicts at least this gain over the default (a fraction; default: the model's assumed uncertainty, 0.15)."),
         replay: Optional[Path] = typer.Option(None, "--replay", help="Run the search alone over a recorded space (Kernel Tuner cache or recording)."),
+        module: Optional[str] = typer.Option(None, "--module", help="Tune a user module's TUNING_SPACE on this GPU (kernelagent library add; measured only)."),
         variant: Optional[str] = typer.Option(None, "--variant", help="Tune only this kernel variant of each op (default: every variant: kernel.py, kernels/<op>/variants/*.py, <library>/<op>/variants/*.py)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
     ) -> None:
@@ -47,6 +48,22 @@ def register(app: typer.Typer) -> None:
                            f"space optimum: {out['optimum_config']} at {out['optimum_latency_s']} s\n"
                            f"ratio best/optimum: {'-' if ratio is None else f'{ratio:.4f}'} after "
                            f"{out['trials_used']} measurements (sampler {out['sampler']}, seed {seed})")
+            return
+        if module is not None:
+            from .tuner.module_tune import tune_module
+
+            if op or ops:
+                raise BadInput("--module tunes one user module; do not combine it with --op/--ops")
+            out = tune_module(module, trials=trials, seed=seed, storage=storage, library=library,
+                              verify_examples=examples, write=not no_write)
+            if json_out:
+                typer.echo(json.dumps(out, sort_keys=True))
+            else:
+                typer.echo(f"{module}: {'verified' if out['verified'] else 'no verified config'} "
+                           f"{out['config']} at {out['latency_us']} us (measured), {out['trials']} trials; "
+                           f"{'written to its entry' if out['written'] else 'not written'}")
+            if not out["verified"]:
+                raise typer.Exit(1)
             return
         if not sku:
             raise BadInput("--sku is required (e.g. --sku h100; `kernelagent sku list` shows the SKUs)")

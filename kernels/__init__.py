@@ -71,7 +71,10 @@ def _make_public(op: str):
     public.__annotations__ = dict(getattr(reference, "__annotations__", {}))
     public.__doc__ = (f"{spec.doc}\n\nThe tuned Triton kernel for this GPU where one covers the input, "
                       f"else PyTorch's reference (same signature and result).")
-    public.spec = sys.modules[f"{__name__}.{op}.spec"]
+    prefix = f"{__name__}.{op}."
+    for name, module in list(sys.modules.items()):   # spec, kernel, …: reachable through the function
+        if name.startswith(prefix) and "." not in name[len(prefix):] and module is not None:
+            setattr(public, name[len(prefix):], module)
     return public
 
 
@@ -80,13 +83,29 @@ def _public(op: str):
     return _make_public(op)
 
 
+class _OpPackage(types.ModuleType):
+    """An op's folder (``kernels/<op>/``): each submodule the import system binds on it (``spec``,
+    ``kernel``) is bound on the op's public function too, so ``import
+    kernelagent.kernels.softmax.kernel as m`` reaches the module through the function."""
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if isinstance(value, types.ModuleType) and value.__name__ == f"{self.__name__}.{name}":
+            fn = sys.modules[__name__].__dict__.get(self.__name__.rsplit(".", 1)[1])
+            if callable(fn) and not isinstance(fn, types.ModuleType):
+                setattr(fn, name, value)
+
+
 class _KernelsModule(types.ModuleType):
     """Keeps ``kernelagent.kernels.<op>`` the function when the import system loads the
-    ``<op>/`` subpackage and tries to bind the submodule to the same name."""
+    ``<op>/`` subpackage and tries to bind the submodule to the same name (the function carries
+    the subpackage's submodules instead: see ``_OpPackage``)."""
 
     def __setattr__(self, name, value):
         if isinstance(value, types.ModuleType) and value.__name__ == f"{self.__name__}.{name}" \
                 and name in op_names():
+            if type(value) is types.ModuleType:
+                value.__class__ = _OpPackage
             return
         super().__setattr__(name, value)
 

@@ -52,3 +52,20 @@ def test_the_package_and_its_sku_reader_import_without_torch():
                "import kernelagent.kernels, kernelagent.kernels._sku, kernelagent.sku\n"
                "print(json.dumps({'torch': 'torch' in sys.modules, 'ops': kernelagent.kernels.op_names()}))\n")
     assert got == {"torch": False, "ops": K.op_names()}
+
+
+def test_op_folders_and_public_functions_do_not_collide():
+    """`import kernelagent.kernels.<op>.kernel as m` gives the module dispatch uses, while
+    `kernelagent.kernels.<op>` stays the callable public function (both orders of import)."""
+    got = _run(
+        "import json, torch\n"
+        "import kernelagent.kernels.softmax.kernel as m\n"
+        "import kernelagent.kernels as K\n"
+        "from kernelagent.kernels import _dispatch\n"
+        "K.rms_norm\n"
+        "import kernelagent.kernels.rms_norm.kernel as r\n"
+        "print(json.dumps({'m': m.__name__, 'same': _dispatch.kernel_entry('softmax')[0] is m.softmax,\n"
+        "                  'fn': callable(K.softmax) and not hasattr(K.softmax, '__path__'), 'r': r.__name__,\n"
+        "                  'y': list(K.softmax(torch.randn(2, 3)).shape)}))\n")
+    assert got == {"m": "kernelagent.kernels.softmax.kernel", "same": True, "fn": True,
+                   "r": "kernelagent.kernels.rms_norm.kernel", "y": [2, 3]}

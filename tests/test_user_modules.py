@@ -109,3 +109,31 @@ def test_a_tampered_module_is_refused_by_name(tmp_path, monkeypatch):
     assert listed[0]["ok"] is False and "candidate.py" in listed[0]["problem_note"]
     with pytest.raises(UnknownModuleError, match="no user module 'other'"):
         load_module("other", library=tmp_path / "lib")
+
+
+def test_tuning_a_module_needs_its_space_and_a_gpu(tmp_path):
+    lib = tmp_path / "lib"
+    assert cli("library", "add", "relu_scale", str(PROBLEM), str(CANDIDATE), "--examples", "2",
+               library=lib).returncode == 0
+    p = cli("tune", "--module", "relu_scale", "--trials", "2", library=lib)
+    if torch.cuda.is_available():
+        pytest.skip("covered by the gpu test below")
+    assert p.returncode == 3 and "GPU" in p.stderr and "Traceback" not in p.stderr, p.stderr[-800:]
+    plain = HERE / "redteam" / "problem_control.py"            # no TUNING_SPACE
+    assert cli("library", "add", "plain", str(PROBLEM), str(plain), "--examples", "2", library=lib).returncode == 0
+    p = cli("tune", "--module", "plain", library=lib)
+    assert p.returncode == 2 and "declares no TUNING_SPACE" in p.stderr, p.stderr[-800:]
+
+
+@pytest.mark.gpu
+def test_tuning_a_module_on_the_gpu_records_the_winner(tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    lib = tmp_path / "lib"
+    assert cli("library", "add", "relu_scale", str(PROBLEM), str(CANDIDATE), "--examples", "2",
+               library=lib).returncode == 0
+    p = cli("tune", "--module", "relu_scale", "--trials", "3", "--json", "--seed", "1", library=lib)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout)
+    entry = json.loads((lib / "modules" / "relu_scale" / "entry.json").read_text())
+    assert out["written"] and entry["config"] == out["config"] and entry["tuned"]["measured"] is True
