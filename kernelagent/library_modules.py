@@ -9,7 +9,6 @@ longer match the recorded hashes.
 
 from __future__ import annotations
 
-import ast
 import datetime as _dt
 import json
 import os
@@ -23,22 +22,13 @@ from .kernels import _modules
 
 
 def _tuning_space(candidate_source: str) -> dict | None:
-    """A literal module-level ``TUNING_SPACE = {name: [values…]}`` of the candidate, if any."""
+    """A literal module-level ``TUNING_SPACE`` of the candidate, if any (the rule variants use)."""
+    from .kernels._variants import literal_tuning_space
+
     try:
-        tree = ast.parse(candidate_source)
-    except SyntaxError:
-        return None
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "TUNING_SPACE" for t in node.targets):
-            try:
-                space = ast.literal_eval(node.value)
-            except ValueError:
-                raise BadInput("TUNING_SPACE must be a literal dict of name → list of values") from None
-            if not (isinstance(space, dict) and all(isinstance(k, str) and isinstance(v, (list, tuple)) and v
-                                                    for k, v in space.items())):
-                raise BadInput("TUNING_SPACE must be a literal dict of name → non-empty list of values")
-            return {k: list(v) for k, v in space.items()}
-    return None
+        return literal_tuning_space(candidate_source)
+    except ValueError as e:
+        raise BadInput(str(e)) from None
 
 
 def add_module(name: str, problem: Path, candidate_source: str, *, config: dict | None = None,
