@@ -209,9 +209,23 @@ def verify(target, candidate_source: str, *, examples: int | None = None, seed: 
                        worst_error_ratio=run.worst_ratio, **done({}))
     cx = failure.case.to_json() if failure.case else None
     detail = failure.detail + (f"\nminimal counterexample: {failure.case.describe()}" if failure.case else "")
+    if failure.case is not None and tgt.kind == "problem":   # its Case has no shapes: say the inputs'
+        shapes = _input_shapes(tgt, failure.case)
+        if shapes:
+            cx["inputs"] = shapes
+            detail += "; inputs: " + ", ".join(shapes)
     return Verdict.reject(reason_of(failure.reason, Reason.MISMATCH), detail, trials=run.evaluations,
                           counterexample=cx, worst_error_ratio=failure.worst_ratio,
                           **done({"cpu_s": failure.cpu_s}))
+
+
+def _input_shapes(tgt, case: Case) -> list[str]:
+    try:
+        call = tgt.build(case)
+    except Exception:  # the problem's own get_inputs failing is not the candidate's verdict
+        return []
+    return [f"{tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}" if isinstance(v, torch.Tensor) else repr(v)[:40]
+            for v in call.args]
 
 
 def _interpreter_note(device: str) -> str:

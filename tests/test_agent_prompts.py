@@ -66,3 +66,47 @@ def test_sku_facts_render():
     assert "sources" not in user and "datasheet" not in user
     with pytest.raises(BadInput, match="unknown SKU 'nope'"):
         context.sku_facts("nope")
+
+
+def _drawn(op: str, n: int = 150) -> tuple[set, set]:
+    """The dtypes and layouts the harness actually draws for ``op`` (its strategy, as verify uses it)."""
+    from hypothesis import HealthCheck, given, settings
+
+    from kernelagent.kernels import get_opspec
+
+    seen_dtypes, seen_layouts = set(), set()
+
+    @settings(max_examples=n, database=None, suppress_health_check=list(HealthCheck), deadline=None)
+    @given(get_opspec(op).strategy(1 << 15))
+    def draw(case):
+        seen_dtypes.add(case.dtype)
+        seen_layouts.add(case.layout)
+
+    draw()
+    return seen_dtypes, seen_layouts
+
+
+@pytest.mark.parametrize("op", ["softmax", "matmul"])
+def test_the_op_prompt_states_what_the_harness_draws(op):
+    import re
+
+    from kernelagent.kernels._inputs import LAYOUTS
+
+    system = build_messages(_candidate(context.gather("op", op, op, None)))[0]["content"]
+    dtypes = set(re.search(r"dtypes ([a-z0-9, ]+);", system).group(1).split(", "))
+    layouts = set(re.search(r"layouts ([a-z_, ]+);", system).group(1).split(", "))
+    drawn_dtypes, drawn_layouts = _drawn(op)
+    assert dtypes == drawn_dtypes and layouts == drawn_layouts == set(LAYOUTS), (dtypes, layouts)
+    assert "Triton's interpreter on the CPU" in system and "CPU-time budget" in system
+
+
+def test_the_problem_prompt_states_seeding_inputs_and_the_config_channel():
+    problem = Path(__file__).resolve().parents[1] / "kernelagent" / "examples" / "relu_problem.py"
+    kind, target, entry = context.resolve_target(str(problem))
+    system = build_messages(_candidate(context.gather(kind, target, entry, None)))[0]["content"]
+    assert "same `torch.manual_seed`" in system and "same order with the same initialisation" in system
+    assert "get_inputs()" in system and "fp16" not in system and "transposed" not in system
+    assert "module-level `CONFIG` dict" in system
+    # and the harness does what the prompt says: the worker sets CONFIG before constructing ModelNew
+    worker = (Path(__file__).resolve().parents[1] / "harness" / "worker.py").read_text()
+    assert "module.CONFIG = dict(config)" in worker and "torch.manual_seed(init_seed)" in worker

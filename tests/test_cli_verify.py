@@ -92,3 +92,12 @@ def test_a_weak_sandbox_is_said_on_stderr_and_in_json():
     assert out["sandbox"].startswith("weak: ") and "KERNELAGENT_SANDBOX=weak" in out["sandbox"]
     assert "warning: sandbox is weak" in p.stderr
     assert out["cpu_s"] > 0
+
+
+def test_a_problem_counterexample_names_its_input_shapes():
+    from kernelagent.harness import verify
+
+    v = verify(str(PROBLEMS / "relu_scale.py"), (HERE / "redteam" / "problem_wrong_init.py").read_text(),
+               examples=3, seed=2)
+    assert v.reason == "mismatch"
+    assert v.counterexample["inputs"] == ["(16, 96) float32"] and "inputs: (16, 96) float32" in v.detail

@@ -136,6 +136,16 @@ def gather(kind: str, target: str, entry: str, sku: str | None) -> dict[str, Any
         ctx.update(doc="", reference=source.strip(), signature="", dtypes=[], tuning_params=[],
                    problem_name=path.name)
         text, name = source, None
+    from ..kernels._inputs import LAYOUTS
+
+    ctx["layouts"] = list(LAYOUTS) if kind == "op" else []
+    ctx["interpreter"] = not _cuda_available()
     ctx["examples"] = closest_kernels(text, name)
     ctx["sku"] = sku_facts(sku) if sku else None
     return ctx
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
