@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -67,13 +68,14 @@ _SANDBOX_DIR = re.compile(r"/[^\s\"']*?kernelagent-sbx-[A-Za-z0-9_]+/")
 _ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
 
 
-def _roots() -> list[tuple[str, str]]:
+@functools.lru_cache(maxsize=1)
+def _roots() -> tuple[tuple[str, str], ...]:
     repo = str(Path(__file__).resolve().parents[1]) + os.sep
     roots = [(p + os.sep, "<site-packages>/") for p in sys.path if p.endswith("site-packages")]
     roots += [(repo, "<kernelagent>/")]
     for prefix in {sys.prefix, sys.base_prefix, sys.exec_prefix}:
         roots.append((os.path.join(prefix, "lib") + os.sep, "<python>/lib/"))
-    return sorted(set(roots), key=lambda r: -len(r[0]))
+    return tuple(sorted(set(roots), key=lambda r: -len(r[0])))
 
 
 def scrub_paths(text: str) -> str:

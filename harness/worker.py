@@ -49,14 +49,15 @@ def _failure(e: BaseException, candidate_path: str | None) -> str:
     last = "".join(traceback.format_exception_only(type(shown), shown)).strip().splitlines()
     head = last[-1] if last else type(shown).__name__
     where = ""
-    if candidate_path:
-        frames = [f for err in (cause, e) if err is not None
-                  for f in traceback.extract_tb(err.__traceback__) if f.filename == candidate_path]
+    # The innermost frame in the candidate's file: in the underlying error first (the jit body
+    # line under the interpreter), else in the one raised.
+    for err in (cause, e):
+        frames = [f for f in traceback.extract_tb(err.__traceback__) if f.filename == candidate_path] \
+            if err is not None and candidate_path else []
         if frames:
-            f = frames[-1] if cause is None else next(
-                (fr for fr in reversed(traceback.extract_tb(cause.__traceback__)) if fr.filename == candidate_path),
-                frames[-1])
+            f = frames[-1]
             where = f"\n  in the candidate: {os.path.basename(f.filename)}, line {f.lineno}, in {f.name}: {(f.line or '').strip()}"
+            break
     return f"{head}{where}\n{_tail(traceback.format_exc())}"
 
 

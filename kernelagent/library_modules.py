@@ -93,22 +93,14 @@ def add_module(name: str, problem: Path, candidate_source: str, *, config: dict 
 
 
 def remove_module(name: str, library: Path | str | None = None) -> Path:
-    entry = module_or_bad_input(name, library, check=False)
-    shutil.rmtree(entry)
-    return entry
-
-
-def module_or_bad_input(name: str, library: Path | str | None = None, *, check: bool = True) -> Any:
     try:
-        _modules.check_name(name)
-        folder = _modules.modules_dir(library) / name
-        if not check:
-            if not folder.is_dir():
-                _modules.module_entry(name, library)   # raises with the known names
-            return folder
-        return _modules.module_entry(name, library)
+        folder = _modules.modules_dir(library) / _modules.check_name(name)
+        if not folder.is_dir():
+            _modules.module_entry(name, library)   # raises, naming the known modules
     except (ValueError, _modules.UnknownModuleError) as e:
         raise BadInput(str(e)) from None
+    shutil.rmtree(folder)
+    return folder
 
 
 def list_modules(library: Path | str | None = None) -> list[dict[str, Any]]:

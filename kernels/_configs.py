@@ -123,8 +123,9 @@ def validate_entry(entry: Any, where: str = "entry") -> LibraryEntry:
     return LibraryEntry.from_json(entry, where)
 
 
-def validate_file(data: Any, where: str, op: str | None = None, sku: str | None = None) -> None:
-    """Raise ``ConfigFileError`` unless ``data`` is a schema-1 config file for ``op`` and ``sku``."""
+def validate_file(data: Any, where: str, op: str | None = None, sku: str | None = None) -> tuple[LibraryEntry, ...]:
+    """The file's typed entries; ``ConfigFileError`` unless ``data`` is a schema-1 config file for
+    ``op`` and ``sku``."""
     if not isinstance(data, dict):
         _fail(where, "expected a JSON object at the top level")
     if data.get("schema") != SCHEMA_VERSION:
@@ -145,13 +146,14 @@ def validate_file(data: Any, where: str, op: str | None = None, sku: str | None 
             _fail(where, f"compute_capability must be [major, minor], got {cc!r}")
     if not isinstance(data.get("entries"), list):
         _fail(where, "entries must be a list")
-    seen = set()
+    seen, typed = set(), []
     for i, entry in enumerate(data["entries"]):
-        validate_entry(entry, f"{where}: entries[{i}]")
+        typed.append(validate_entry(entry, f"{where}: entries[{i}]"))
         slot = entry_slot(entry)
         if slot in seen:
             _fail(where, f"entries[{i}] repeats dtype {entry['dtype']} bucket {entry['bucket']}")
         seen.add(slot)
+    return tuple(typed)
 
 
 def entry_slot(entry: Mapping[str, Any]) -> tuple:
@@ -163,7 +165,7 @@ def entry_slot(entry: Mapping[str, Any]) -> tuple:
 # Files
 
 _lock = threading.Lock()
-_file_cache: dict[Path, tuple[tuple[int, int], dict]] = {}
+_file_cache: dict[Path, tuple[tuple[int, int], tuple[dict, tuple]]] = {}
 _sha_cache: dict[str, str] = {}
 _resolve_cache: dict[tuple, "Resolution"] = {}
 _warned: set = set()
@@ -213,6 +215,11 @@ def config_dirs(op: str) -> list[Path]:
 
 def load_file(path: Path, op: str | None = None) -> dict | None:
     """The validated contents of a config file, or None if it does not exist. Cached by mtime."""
+    loaded = _load(path, op)
+    return None if loaded is None else loaded[0]
+
+
+def _load(path: Path, op: str | None) -> tuple[dict, tuple[LibraryEntry, ...]] | None:
     path = Path(path)
     try:
         st = path.stat()
@@ -227,10 +234,10 @@ def load_file(path: Path, op: str | None = None) -> dict | None:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigFileError(f"{path}: not valid JSON: {e}") from None
-    validate_file(data, str(path), op=op, sku=path.stem)
+    entries = validate_file(data, str(path), op=op, sku=path.stem)
     with _lock:
-        _file_cache[path] = (stamp, data)
-    return data
+        _file_cache[path] = (stamp, (data, entries))
+    return data, entries
 
 
 def _warn_once(key: Any, message: str) -> None:
@@ -283,13 +290,13 @@ def _config_files(op: str, sku_dir: Path | None, extra_dirs: tuple[Path, ...] = 
         if not d.is_dir():
             continue
         for path in sorted(d.glob("*.json")):
-            data = load_file(path, op)
-            if data is None:
+            loaded = _load(path, op)
+            if loaded is None:
                 continue
+            data, entries = loaded
             known = _device.find_sku(path.stem, sku_dir, strict=False) or {}
             family = data.get("family", known.get("family"))
             cc = data.get("compute_capability", known.get("compute_capability"))
-            entries = tuple(LibraryEntry.from_json(e, f"{path}: entries[{n}]") for n, e in enumerate(data["entries"]))
             files.append(_ConfigFile(path, path.stem, family, tuple(cc) if cc else None, i, data, entries))
     return files
 
@@ -344,11 +351,11 @@ def predicted_win_is_clear(evidence: Mapping[str, Any]) -> bool:
 
 
 def _best_in_tier(tier_files: list[_ConfigFile], op: str, dtype: str, bucket: dict,
-                  measured: bool) -> tuple[_ConfigFile, LibraryEntry] | None:
+                  measured: bool, variant: str | None = None) -> tuple[_ConfigFile, LibraryEntry] | None:
     best = None
     for f in tier_files:
         for e in _fresh_entries(f, op):
-            if e.dtype != dtype or e.evidence.measured is not measured:
+            if e.dtype != dtype or e.evidence.measured is not measured or variant not in (None, e.variant):
                 continue
             if not measured and not predicted_win_is_clear(e.evidence.to_json()):
                 continue
@@ -405,12 +412,12 @@ def case_bucket(op: str, params: Mapping[str, Any], dtype: str) -> dict:
 
 
 def best_recorded(op: str, sku: str, dtype: str, bucket: Mapping[str, Any],
-                  extra_dirs: tuple[Path, ...] = ()) -> LibraryEntry | None:
+                  extra_dirs: tuple[Path, ...] = (), variant: str | None = None) -> LibraryEntry | None:
     """The entry ``resolve`` would pick from ``sku``'s own files (measured before predicted,
     nearest bucket, stale kernel hashes skipped), or None. For warm starts across SKUs."""
     files = [f for f in _config_files(op, None, extra_dirs) if f.sku == sku]
     for measured in (True, False):
-        found = _best_in_tier(files, op, dtype, dict(bucket), measured)
+        found = _best_in_tier(files, op, dtype, dict(bucket), measured, variant)
         if found is not None:
             return found[1]
     return None

@@ -67,7 +67,7 @@ class Decision:
 
 _lock = threading.Lock()
 _opspecs: dict[str, OpSpec] = {}
-_kernels: dict = {}   # op → (entry, interpreted); (op, variant) → (entry, interpreted, sha256)
+_kernels: dict = {}   # op, or (op, variant, sha256) → (entry, interpreted)
 _signatures: dict[str, inspect.Signature] = {}
 _decisions: dict[tuple, Decision] = {}
 _MAX_DECISIONS = 4096
@@ -105,23 +105,26 @@ def _interpreted(module: Any) -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def kernel_entry(op: str, variant: str = _variants.DEFAULT_VARIANT) -> tuple[Callable, bool]:
+def kernel_entry(op: str, variant: str = _variants.DEFAULT_VARIANT, sha256: str | None = None) -> tuple[Callable, bool]:
     """The entry function of the op's variant (``kernel``: the shipped kernel.py), and whether
-    Triton interprets it. Another variant is reloaded when its file changes."""
+    Triton interprets it. ``sha256``: the content the caller's entry was tuned for (the resolution
+    checked it); cached per content, so a call on the hot path touches no file."""
     default = variant == _variants.DEFAULT_VARIANT
-    key = op if default else (op, variant)
+    key = op if default else (op, variant, sha256)
     hit = _kernels.get(key)
-    if hit is not None and (default or hit[2] == _variants.get_variant(op, variant).sha256):
-        return hit[0], hit[1]
+    if hit is not None:
+        return hit
     with _lock:
         prepare_interpreter()
         v = _variants.get_variant(op, variant)
+        if sha256 is not None and v.sha256 != sha256:
+            raise RuntimeError(f"{v.path} changed since its entry was resolved (call clear_caches())")
         module = _variants.load_module(v)
         entry = getattr(module, op, None)
         if not callable(entry):
             raise AttributeError(f"{v.path} defines no entry function {op!r}")
-        _kernels[key] = (entry, _interpreted(module)) if default else (entry, _interpreted(module), v.sha256)
-        return entry, _kernels[key][1]
+        _kernels[key] = (entry, _interpreted(module))
+        return _kernels[key]
 
 
 def _tensors(args: tuple, kwargs: dict) -> list[torch.Tensor]:
@@ -264,7 +267,8 @@ def dispatch(op: str, args: tuple, kwargs: dict) -> Any:
         return reference(*args, **kwargs)
     resolution = decision.resolution
     try:
-        entry, interpreted = kernel_entry(op, resolution.variant)
+        entry, interpreted = kernel_entry(op, resolution.variant,
+                                          resolution.entry.kernel_sha256 if resolution.entry else None)
     except Exception as e:  # the winning variant's file does not import: a failure, then the default
         if resolution.variant == _variants.DEFAULT_VARIANT:
             raise

@@ -19,10 +19,8 @@ config: module-level ``TUNING_SPACE = {"BLOCK": [256, 512, 1024]}`` and ``CONFIG
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,10 +139,9 @@ def load_module(name: str, library: Path | str | None = None) -> type:
     key = (str(entry.folder), entry.candidate_sha256)
     if key not in _LOADED:
         mod_name = f"kernelagent_user_module_{re.sub(r'[^A-Za-z0-9_]', '_', name)}_{entry.candidate_sha256[:12]}"
-        spec = importlib.util.spec_from_file_location(mod_name, entry.folder / CANDIDATE_FILE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        spec.loader.exec_module(module)
+        from ._variants import import_file
+
+        module = import_file(mod_name, entry.folder / CANDIDATE_FILE)
         if entry.config is not None:
             module.CONFIG = dict(entry.config)
         cls = getattr(module, "ModelNew", None)

@@ -183,6 +183,15 @@ def get_variant(op: str, name: str | None = None, library: Path | str | None = N
 _modules: dict[tuple[str, str], Any] = {}
 
 
+def import_file(module_name: str, path: Path):
+    """Execute ``path`` as the module ``module_name`` (registered in ``sys.modules``)."""
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_module(v: Variant):
     """Import the variant's file once per content (``kernel`` under its package name)."""
     key = (str(v.path), v.sha256)
@@ -190,13 +199,7 @@ def load_module(v: Variant):
         hit = _modules.get(key)
     if hit is not None:
         return hit
-    if v.name == DEFAULT_VARIANT:
-        module = importlib.import_module(v.module_name)
-    else:
-        spec = importlib.util.spec_from_file_location(v.module_name, v.path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[v.module_name] = module
-        spec.loader.exec_module(module)
+    module = importlib.import_module(v.module_name) if v.name == DEFAULT_VARIANT else import_file(v.module_name, v.path)
     with _lock:
         _modules[key] = module
     return module

@@ -69,7 +69,7 @@ def _keep_variant(op: str, source: str, space: dict | None, name: str, provenanc
         declared = None
     text = source
     if declared is None and space:
-        text = f"TUNING_SPACE = {json.dumps(space)}  # declared with the generated kernel\n" + source
+        text = f"TUNING_SPACE = {space!r}  # declared with the generated kernel\n" + source  # a Python literal
     path = folder / f"{name}.py"
     path.write_text(text, encoding="utf-8")
     path.with_suffix(".json").write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n", encoding="utf-8")

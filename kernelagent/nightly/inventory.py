@@ -129,15 +129,14 @@ def _scan_file(path: Path, op: str, sha: str, origin: str) -> list[LibraryItem]:
         label = _entry_label(raw, i)
         item = LibraryItem("entry", op, f"{op}/{sku} {label}{suffix}", sku=sku, file=str(path), index=i)
         try:
-            _configs.validate_entry(raw, f"{path}: entries[{i}]")
-        except _configs.ConfigFileError as e:
-            item.problem, item.problem_detail = "malformed", str(e)
+            e = _configs.validate_entry(raw, f"{path}: entries[{i}]")
+        except _configs.ConfigFileError as err:
+            item.problem, item.problem_detail = "malformed", str(err)
             items.append(item)
             continue
-        item.dtype, item.bucket, item.config = raw["dtype"], dict(raw["bucket"]), dict(raw["config"])
-        item.evidence, item.provenance = dict(raw["evidence"]), dict(raw["provenance"])
-        item.kernel_sha256 = raw["kernel_sha256"]
-        item.variant = raw.get("variant", "kernel")
+        item.dtype, item.bucket, item.config = e.dtype, dict(e.bucket), dict(e.config)
+        item.evidence, item.provenance = e.evidence.to_json(), e.provenance.to_json()
+        item.kernel_sha256, item.variant = e.kernel_sha256, e.variant
         current = sha if item.variant == "kernel" else _configs.kernel_sha256(op, item.variant)
         slot = _configs.entry_slot(raw)
         if slot in seen:
@@ -147,10 +146,10 @@ def _scan_file(path: Path, op: str, sha: str, origin: str) -> list[LibraryItem]:
             item.problem = "stale"
             item.problem_detail = (f"{path}: entries[{i}] is for variant {item.variant!r} of {op}, which is not in the "
                                    f"library (no {op}/variants/{item.variant}.py); re-tune {op} for {sku}")
-        elif raw["kernel_sha256"] != current:
+        elif e.kernel_sha256 != current:
             what = f"kernels/{op}/kernel.py" if item.variant == "kernel" else f"variant {item.variant!r}"
             item.problem = "stale"
-            item.problem_detail = (f"{path}: entries[{i}] was tuned for {what} sha256 {raw['kernel_sha256'][:12]}…, "
+            item.problem_detail = (f"{path}: entries[{i}] was tuned for {what} sha256 {e.kernel_sha256[:12]}…, "
                                    f"the current file is {current[:12]}…; re-tune {op} for {sku}")
         seen.add(slot)
         items.append(item)

@@ -142,8 +142,8 @@ def _nearest_warm_start(op: str, sku, dtype: str, bucket: dict, library_dir, var
 
     extra = (Path(library_dir).expanduser() / op / "configs",) if library_dir else ()
     others = rank_similar(sku, [s for s in load_skus().values() if s.id != sku.id])[:3]
-    entries = (best_recorded(op, other.id, dtype, bucket, extra) for other in others)
-    return [dict(e.config) for e in entries if e and e.variant == variant]
+    entries = (best_recorded(op, other.id, dtype, bucket, extra, variant) for other in others)
+    return [dict(e.config) for e in entries if e]
 
 
 def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, seed: int | None,
@@ -245,11 +245,12 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
                                        seed=seed, policy=policy, trials=trials, storage=storage,
                                        verify_examples=verify_examples, library_dir=library_dir, progress=progress))
         res = _choose(tried)
-        if backend != "replay" and not any(t.variant == "kernel" and t.default_latency_us for t in tried):
-            # What dispatch runs today (kernel.py, default config), by the same backend: the baseline.
-            res.default_latency_us = _baseline_us(backend, task, spec, call, sku, default, seed)
-        elif backend != "replay":
-            res.default_latency_us = next(t.default_latency_us for t in tried if t.variant == "kernel")
+        # The baseline is what dispatch runs without an entry (kernel.py, default config), by the
+        # same backend: measured in kernel.py's own search when it ran, else once on its own.
+        baseline = next((t.default_latency_us for t in tried if t.variant == "kernel" and t.default_latency_us), None)
+        if baseline is None and backend != "replay":
+            baseline = _baseline_us(backend, task, spec, call, sku, default, seed)
+        res.default_latency_us = baseline
         res.variants = [{"variant": t.variant, "verified": t.verified, "latency_us": t.latency_us,
                          "config": t.best_config, "note": t.note} for t in tried]
         if res.verified and res.default_latency_us and res.latency_us:
