@@ -45,6 +45,7 @@ from .launch_capture import (KernelLaunch, _base_jit, _interpreter_on, _load_mod
                              capture_launches)
 from .feasibility import Feasibility, check_feasible
 from .ptxas import _mma_kind, _ptxas_resources, parse_ptxas_log
+from .verdict import scrubbed_tail
 
 __all__ = ["CompileReport", "CompileRequest", "Feasibility", "KernelLaunch", "capture_launches", "check_feasible",
            "compile_kernel", "compile_launches", "compile_op", "compile_requests", "default_cache_dir",
@@ -205,14 +206,14 @@ def _compile_one(req: CompileRequest) -> CompileReport:
     except Exception as e:  # a compile error is a result (infeasible config), not a crash
         kind = "ptxas" if "PTXAS" in type(e).__name__.upper() else "compile"
         msg = f"{type(e).__name__}: {e}"
-        return CompileReport(ok=False, error=msg[-3000:], failure=kind,
+        return CompileReport(ok=False, error=scrubbed_tail(msg, 3000), failure=kind,
                              compile_s=time.perf_counter() - t0, **base)
     md = kernel.metadata
     ptx = kernel.asm.get("ptx", "")
     try:
         res = _ptxas_resources(ptx, req.arch, md)
     except Exception as e:
-        return CompileReport(ok=False, error=f"{type(e).__name__}: {e}"[-3000:], failure="ptxas",
+        return CompileReport(ok=False, error=scrubbed_tail(f"{type(e).__name__}: {e}", 3000), failure="ptxas",
                              shared_bytes=int(md.shared or 0), compile_s=time.perf_counter() - t0, **base)
     base.update(num_warps=int(md.num_warps), num_stages=int(md.num_stages), num_ctas=int(getattr(md, "num_ctas", 1)))
     return CompileReport(ok=True, shared_bytes=int(md.shared or 0), tmem_bytes=int(getattr(md, "tmem_size", 0) or 0),
@@ -280,7 +281,7 @@ def _run_worker(reqs: Sequence[CompileRequest], timeout: float) -> list[CompileR
                     proc.wait()
                     errf.seek(0)
                     out.append(_failed(pending[done], "worker", f"compile worker exited {proc.returncode} "
-                                       f"on this request: {errf.read()[-2000:]}"))
+                                       f"on this request: {scrubbed_tail(errf.read(), 2000)}"))
                     done += 1
                     break
                 out.append(CompileReport.from_json(json.loads(line)))

@@ -43,6 +43,7 @@ from typing import Any
 from .isolation import (ENV_ALLOWLIST, SETUP_SCRIPT, _contains_any, _needed_paths, exposure_plan,  # noqa: F401
                         gpu_device_nodes, isolation_mode)
 from .limits import Limits, Watch, session_cpu_seconds  # noqa: F401 - Limits is part of this module's API
+from .verdict import scrubbed_tail
 from .wire import WireError, pack_message, read_message
 
 SHM_FD_ENV = "KERNELAGENT_SHM_FD"
@@ -310,8 +311,8 @@ class SandboxedWorker:
         try:
             self._stderr_file.seek(0, os.SEEK_END)
             size = self._stderr_file.tell()
-            self._stderr_file.seek(max(0, size - n))
-            return self._stderr_file.read().decode(errors="replace")
+            self._stderr_file.seek(max(0, size - 4 * n))
+            return scrubbed_tail(self._stderr_file.read().decode(errors="replace"), n)
         except (ValueError, OSError):
             return ""
 

@@ -64,6 +64,19 @@ class Verdict:
         return json.dumps(self.to_json(), sort_keys=True)
 
 
+def scrubbed_tail(text: str, n: int) -> str:
+    """The last ``n`` characters of ``text`` (a traceback, a stderr log), host paths replaced
+    first and the cut made at a line boundary: the same tail on any machine, and never half a
+    path, which a later scrub could no longer recognise (CI's longer checkout path once left
+    ``ython3.11/site-packages/…`` in an agent's feedback)."""
+    text = scrub_paths(text)
+    if len(text) <= n:
+        return text
+    tail = text[-n:]
+    cut = tail.find("\n")
+    return "…\n" + (tail[cut + 1:] if 0 <= cut < len(tail) - 1 else tail)
+
+
 _SANDBOX_DIR = re.compile(r"/[^\s\"']*?kernelagent-sbx-[A-Za-z0-9_]+/")
 _ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b")
 

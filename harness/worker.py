@@ -38,7 +38,9 @@ def _reply(header, blobs=()):
 
 
 def _tail(text: str, n: int = 1500) -> str:
-    return text if len(text) <= n else "…" + text[-n:]
+    from .verdict import scrubbed_tail
+
+    return scrubbed_tail(text, n)
 
 
 def _failure(e: BaseException, candidate_path: str | None) -> str:

@@ -390,3 +390,22 @@ def test_an_oversized_reply_is_refused_unread_and_the_parent_stays_small():
     assert forged["reason"] == "crash" and "exceeds the limit" in forged["detail"], forged
     grew_mib = (forged["maxrss_kib"] - base["maxrss_kib"]) / 1024
     assert grew_mib < 64, f"the parent's peak RSS grew {grew_mib:.0f} MiB reading a refused reply"
+
+
+def test_a_long_traceback_tail_never_starts_inside_a_host_path():
+    """CI checks out under a longer path than a developer machine: a tail cut at a fixed number
+    of characters then began mid-path ("ython3.11/site-packages/…"), which the parent's scrub can
+    no longer recognise, so the agent saw a host path and the replay differed per machine."""
+    import site
+
+    from kernelagent.harness.worker import _tail
+
+    root = next(p for p in sys.path if p.endswith("site-packages")) if any(
+        p.endswith("site-packages") for p in sys.path) else site.getsitepackages()[0]
+    frame = f'  File "{root}/torch/nn/modules/module.py", line 1778, in _wrapped_call_impl\n    return x\n'
+    for pad in range(0, 90, 7):  # every offset of the cut relative to a path
+        text = "Traceback (most recent call last):\n" + "x" * pad + "\n" + frame * 40 + "ValueError: boom\n"
+        tail = _tail(text, 1500)
+        assert "site-packages/" not in tail.replace("<site-packages>/", "")
+        assert tail.startswith("…\n  File ") or tail.startswith("…\n    return")
+        assert tail.endswith("ValueError: boom\n")
