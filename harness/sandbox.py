@@ -79,6 +79,8 @@ class SandboxedWorker:
     """A running worker. Use as a context manager; every exit path kills the process group."""
 
     def __init__(self, *, device: str = "cpu", limits: Limits | None = None):
+        """``device``: "cpu" (Triton's interpreter), "cuda" (the GPU's device nodes exposed) or
+        "static" (neither: Triton compiles for a target arch without running anything)."""
         self.limits = limits or Limits()
         self.device = device
         self.mode, self.mode_detail = isolation_mode()
@@ -112,7 +114,7 @@ class SandboxedWorker:
                     and not _contains_any(h, [sys.prefix, *map(str, needed), self._private])]
             env_setup = dict(env, KA_PRIVATE=self._private, KA_TMPFS_SIZE=self.limits.tmpfs_size,
                              KA_HIDE=" ".join(hide), KA_EXPOSE=" ".join(f"{a}|{c}" for a, c in plan),
-                             KA_DEVICES=" ".join(gpu_device_nodes()) if self.device != "cpu" else "",
+                             KA_DEVICES=" ".join(gpu_device_nodes()) if self.device not in ("cpu", "static") else "",
                              KA_SETPRIV="--reuid=65534 --regid=65534 --clear-groups")
             cmd = ["unshare", "--net", "--pid", "--fork", "--kill-child", "--mount", "--ipc", "--uts",
                    "--mount-proc", "sh", "-c", SETUP_SCRIPT, "kernelagent-sandbox", *cmd]
@@ -184,7 +186,7 @@ class SandboxedWorker:
         resource.setrlimit(resource.RLIMIT_FSIZE, (lim.file_bytes, lim.file_bytes))
         resource.setrlimit(resource.RLIMIT_NOFILE, (lim.open_files, lim.open_files))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if lim.memory_bytes and self.device == "cpu":
+        if lim.memory_bytes and self.device in ("cpu", "static"):
             resource.setrlimit(resource.RLIMIT_AS, (lim.memory_bytes, lim.memory_bytes))
 
     def close(self) -> None:

@@ -12,6 +12,8 @@ Protocol (wire.py messages on stdin → private stdout copy):
                          never the pipe (see ``Worker.call``)
   {"op": "bench", ...} → stage input sets, or run warm-up / timed / energy-window calls
                          (see ``Worker.bench``; every number it returns is a claim)
+  {"op": "predict", ...} → launches recorded and compiled for an arch, no interpreter
+                         (see worker_predict.py; only ever a claim used to predict latency)
   {"op": "exit"}
 """
 
@@ -334,6 +336,10 @@ def main() -> None:
             _reply(header, out)
         elif op == "configure":
             _reply(worker.configure(h))
+        elif op == "predict":
+            from .worker_predict import predict
+
+            _reply(predict(h, _failure))
         elif op == "exit":
             _reply({"ok": True})
             return

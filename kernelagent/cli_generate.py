@@ -60,8 +60,14 @@ def generate_command(
     measure: Optional[str] = typer.Option(None, "--measure", help="With --tune: gpu | model (default: gpu if present)."),
     library: Optional[Path] = typer.Option(None, "--library", help="With --tune: library folder (default: the user "
                                            "library, $KERNELAGENT_LIBRARY or ~/.cache/kernelagent/library)."),
+    race: bool = typer.Option(True, "--race/--no-race", help="For an op with --sku: time each verified candidate "
+                              "(measured on a GPU, PREDICTED by the model otherwise) against the library's current "
+                              "best; the fastest verified one wins."),
+    improve: int = typer.Option(0, "--improve", help="Rounds to keep going after the first verified candidate while "
+                                "none beats the current best (needs the race)."),
 ) -> None:
     """Generate a verified Triton kernel for TARGET with an LLM (OpenAI-compatible endpoint)."""
+    from .agent.race import describe_result
     from .agent.run import GenerateOptions, generate
 
     opts = GenerateOptions(
@@ -69,7 +75,8 @@ def generate_command(
         budget_tokens=budget_tokens, budget_seconds=budget_seconds, out=out, replay=replay, resume=resume,
         db=db, examples=examples, verify_timeout=verify_timeout, request_timeout=request_timeout,
         retries=retries, seed=seed, temperature=temperature, max_reply_tokens=max_reply_tokens,
-        price_prompt_per_1k=price_prompt, price_completion_per_1k=price_completion)
+        price_prompt_per_1k=price_prompt, price_completion_per_1k=price_completion, race=race,
+        improve_rounds=improve)
     if tune and target and not sku and not _is_problem(target):
         from .errors import BadInput
 
@@ -93,6 +100,9 @@ def generate_command(
         v = result.verdict or {}
         typer.echo(f"  verdict: {v.get('trials', 0)} trials, worst error {v.get('worst_error_ratio')} × budget "
                    f"[{v.get('device', '')}; sandbox: {v.get('sandbox', '')}] → {result.outputs.get('verdict')}")
+        raced = describe_result((result.best or {}).get("race"))
+        if raced:
+            typer.echo(f"  {raced}")
     else:
         typer.echo(f"NO VERIFIED KERNEL for {result.target}: {result.stop_reason}")
         for a in result.attempts:

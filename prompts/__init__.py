@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-PROMPT_VERSION = "2026-12-03.1"
+PROMPT_VERSION = "2026-12-03.2"
 TEMPLATE_DIR = Path(__file__).resolve().parent
 TEMPLATES = ("system.j2", "generate.j2", "reflect.j2")
 

@@ -5,8 +5,8 @@
                                   └─────────────────────────────────────────────────┘
                                                                                     └─ stop → give_up → END
 
-    candidate:  START → generate ─after_generate─┬─ has_code → static_checks ─after_static_checks─┬─ passed → verify → analyse → END
-                                                 └─ rejected ───────────────────────────────────┴─ rejected ─────────► analyse
+    candidate:  START → generate ─after_generate─┬─ has_code → static_checks ─after_static_checks─┬─ passed → verify → race → analyse → END
+                                                 └─ rejected ───────────────────────────────────┴─ rejected ────────────────► analyse
 
 ``fan_out`` sends one ``CandidateState`` per slot (LangGraph ``Send``); the candidates run in
 parallel and their attempts merge into the run's state through list/sum reducers. ``decide``
@@ -33,11 +33,13 @@ def build_candidate_graph(nodes: Nodes):
     g.add_node("generate", nodes.generate)
     g.add_node("static_checks", nodes.static_checks)
     g.add_node("verify", nodes.verify)
+    g.add_node("race", nodes.race)
     g.add_node("analyse", nodes.analyse)
     g.add_edge(START, "generate")
     g.add_conditional_edges("generate", nodes.after_generate, {"has_code": "static_checks", "rejected": "analyse"})
     g.add_conditional_edges("static_checks", nodes.after_static_checks, {"passed": "verify", "rejected": "analyse"})
-    g.add_edge("verify", "analyse")
+    g.add_edge("verify", "race")
+    g.add_edge("race", "analyse")
     g.add_edge("analyse", END)
     return g.compile()
 

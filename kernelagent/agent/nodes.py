@@ -1,9 +1,11 @@
 """The graph's nodes: plain functions from state to a partial update, and its routing functions.
 
 Main loop: gather_context → plan_round → (fan-out) candidate × K → reflect → decide.
-One candidate (a subgraph, see graph.py): generate → static_checks → verify → analyse.
+One candidate (a subgraph, see graph.py): generate → static_checks → verify → race → analyse.
 Side effects are confined to ``generate`` (one LLM call), ``verify`` (the harness, which runs
-the candidate in its sandbox) and ``accept``/``give_up`` (writing the output folder).
+the candidate in its sandbox), ``race`` (timing a verified candidate: measured on a GPU,
+predicted by the model otherwise, the candidate again only in a sandbox) and
+``accept``/``give_up`` (writing the output folder).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..prompts import render
 from . import context as target_context
 from .llm import ChatModel
 from .outputs import write_accepted, write_report
+from .race import describe_result, describe_target
 from .replies import extract, static_profile, syntax_feedback
 from .state import AgentState, CandidateState, estimate_tokens
 
@@ -35,6 +38,20 @@ class Deps:
     llm: ChatModel
     verifier: Callable[..., Any]
     progress: Callable[[str], None] = field(default=lambda msg: None)
+    racer: Any = None        # race.Racer: times verified candidates (None: no race)
+
+
+# One approach per parallel slot, so that K candidates explore K directions instead of K
+# samples of the same one (slot i takes STRATEGIES[i % len]).
+STRATEGIES = (
+    "the most direct correct design: one program per row or output tile, fp32 accumulation, masks on every edge",
+    "minimal memory traffic: read each input element once (fuse passes, one-pass/online reductions), "
+    "vectorised loads along the contiguous dimension, no intermediate tensors",
+    "parallelism for this GPU: block sizes and num_warps that give every SM several programs; several rows "
+    "per program for narrow rows, split long rows; choose num_warps/num_stages for the target",
+    "the target's hardware features: larger tiles that use its shared memory, tensor-core friendly tile shapes "
+    "(tl.dot with multiples of 16), software pipelining (num_stages), persistent programs over tiles",
+)
 
 
 def _static_checker():
@@ -51,6 +68,19 @@ class Nodes:
 
     def gather_context(self, state: AgentState) -> dict:
         ctx = target_context.gather(state["target_kind"], state["target"], state["entry"], state.get("sku"))
+        ctx["race"] = None
+        if self.deps.racer is not None and state["target_kind"] == "op" and state.get("sku") \
+                and state["settings"].get("race", True):
+            try:
+                ctx["race"] = self.deps.racer.setup(state["target"], state["sku"])
+            except Exception as e:  # noqa: BLE001 - no race is a weaker run, not a failed one
+                ctx["race"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+            if ctx["race"].get("error"):
+                self.deps.progress(f"no performance race: {ctx['race']['error']}")
+            else:
+                self.deps.progress(describe_target(ctx["race"]).splitlines()[1] if ctx["race"].get("to_beat")
+                                   else "racing verified candidates")
+        ctx["race_target"] = describe_target(ctx["race"])
         return {"context": ctx, "round": 0, "elapsed_s": 0.0, "status": "running", "feedback": {},
                 "stop_reason": "", "best": None, "outputs": {}}
 
@@ -68,14 +98,20 @@ class Nodes:
                           key=lambda a: (a["round"], a["slot"]))
         history = [{"round": a["round"], "slot": a["slot"], "reason": a["reason"], "summary": a["message"]}
                    for a in failures[-MAX_HISTORY:]]
+        attempts = state.get("attempts", [])
+        best = min(attempts, key=rank_key) if attempts else None
         sends = []
         for slot in range(k):
             fb = state.get("feedback", {}).get(str(slot))
+            own = bool(fb and fb.get("previous") and best is not None and fb["previous"]["round"] == best["round"]
+                       and best["slot"] == slot)
             sends.append(Send("candidate", {
                 "run_id": state["run_id"], "target": state["target"], "target_kind": state["target_kind"],
                 "entry": state["entry"], "settings": s, "context": state["context"], "round": state["round"],
                 "slot": slot, "previous": fb["previous"] if fb else None, "others": fb["others"] if fb else [],
                 "history": history, "token_allowance": allowance, "seconds_left": seconds_left,
+                "best": best_summary(best, with_source=not own) if best is not None else None,
+                "strategy": STRATEGIES[slot % len(STRATEGIES)] if k > 1 else "",
             }))
         return sends
 
@@ -89,7 +125,7 @@ class Nodes:
             others = [f"candidate {o['slot']}: {o['reason'] or 'verified'}: {o['message']}"
                       for o in this_round if o["slot"] != a["slot"]]
             previous = None if a["stage"] == "budget" else {
-                "round": a["round"], "reason": a["reason"], "feedback": a["feedback"],
+                "round": a["round"], "reason": a["reason"], "feedback": a["feedback"], "verified": bool(a.get("verified")),
                 "counterexample": a.get("counterexample"), "source": a.get("source"),
                 "reply_excerpt": a.get("reply_excerpt", ""),
             }
@@ -97,15 +133,27 @@ class Nodes:
         return {"feedback": feedback, "elapsed_s": float(state.get("elapsed_s", 0.0)) + duration}
 
     def decide(self, state: AgentState) -> str:
-        if any(a.get("verified") for a in state.get("attempts", []) if a["round"] == state["round"]):
-            return "accept"
+        """Accept once a candidate verified, unless ``improve_rounds`` are left to beat the race's
+        target and no verified candidate beats it yet; stop when a budget is spent (accepting the
+        best verified candidate if there is one)."""
+        verified = [a for a in state.get("attempts", []) if a.get("verified")]
+        if verified:
+            first = min(a["round"] for a in verified)
+            improving = int(state["settings"].get("improve_rounds", 0) or 0)
+            raced = [a for a in verified if (a.get("race") or {}).get("latency_us")]
+            won = any((a.get("race") or {}).get("wins") for a in verified)
+            if not raced or won or state["round"] - first >= improving or budget_exhausted(state):
+                return "accept"
+            return "retry"
         return "stop" if budget_exhausted(state) else "retry"
 
     def accept(self, state: AgentState) -> dict:
-        verified = [a for a in state["attempts"] if a["round"] == state["round"] and a.get("verified")]
+        verified = [a for a in state["attempts"] if a.get("verified")]
         best = min(verified, key=rank_key)
         outputs = write_accepted(state, best)
-        self.deps.progress(f"accepted candidate {best['slot']} of round {best['round']}: {outputs['kernel']}")
+        line = describe_result(best.get("race"))
+        self.deps.progress(f"accepted candidate {best['slot']} of round {best['round']}: {outputs['kernel']}"
+                           + (f" ({line})" if line else ""))
         return {"status": "accepted", "best": best, "outputs": outputs, "stop_reason": "verified"}
 
     def give_up(self, state: AgentState) -> dict:
@@ -172,6 +220,14 @@ class Nodes:
                                      candidate_name=f"candidate_r{c['round']}_c{c['slot']}.py")
         return {"verdict": verdict.to_json() if hasattr(verdict, "to_json") else dict(verdict)}
 
+    def race(self, c: CandidateState) -> dict:
+        """Time a verified candidate on the race's case (see race.py); advice, never a verdict."""
+        setup = (c.get("context") or {}).get("race")
+        verdict = c.get("verdict") or {}
+        if self.deps.racer is None or not setup or setup.get("error") or not verdict.get("verified"):
+            return {}
+        return {"race": self.deps.racer.run(setup, c["source"], f"candidate_r{c['round']}_c{c['slot']}.py")}
+
     def analyse(self, c: CandidateState) -> dict:
         attempt = make_attempt(c)
         status = "VERIFIED" if attempt["verified"] else f"rejected ({attempt['reason']})"
@@ -184,7 +240,8 @@ class Nodes:
 
 def build_messages(c: CandidateState) -> list[dict[str, str]]:
     ctx = c["context"]
-    variables = dict(ctx, history=c.get("history", []))
+    variables = dict(ctx, history=c.get("history", []), best=c.get("best"), strategy=c.get("strategy", ""))
+    variables.setdefault("race_target", "")
     messages = [{"role": "system", "content": render("system.j2", **variables)},
                 {"role": "user", "content": render("generate.j2", **variables)}]
     prev = c.get("previous")
@@ -197,7 +254,8 @@ def build_messages(c: CandidateState) -> list[dict[str, str]]:
         messages.append({"role": "assistant", "content": shown})
         messages.append({"role": "user", "content": render(
             "reflect.j2", round=prev["round"], reason=prev.get("reason") or "", feedback=prev["feedback"],
-            counterexample=counterexample, others=c.get("others", []))})
+            counterexample=counterexample, others=c.get("others", []), verified=bool(prev.get("verified")),
+            best=c.get("best"), strategy=c.get("strategy", ""))})
     return messages
 
 
@@ -228,10 +286,15 @@ def make_attempt(c: CandidateState) -> dict[str, Any]:
     attempt.update(stage="verify", verified=bool(verdict.get("verified")), reason=verdict.get("reason"),
                    counterexample=verdict.get("counterexample"), worst_error_ratio=verdict.get("worst_error_ratio"))
     first = detail.strip().splitlines()[0] if detail.strip() else ""
+    attempt["race"] = c.get("race")
     if attempt["verified"]:
         attempt["message"] = f"verified in {verdict.get('trials', 0)} trials" + (
             f", worst error {verdict['worst_error_ratio']:.3g}× budget" if verdict.get("worst_error_ratio") is not None else "")
-        attempt["feedback"] = ""
+        raced = describe_result(c.get("race")).rstrip(".")
+        if raced:
+            attempt["message"] += "; " + raced[0].lower() + raced[1:]
+        attempt["feedback"] = attempt["message"][0].upper() + attempt["message"][1:] + "." + (
+            f"\n{c['context']['race_target']}" if raced and (c.get("context") or {}).get("race_target") else "")
     else:
         attempt["message"] = first[:300] or str(verdict.get("reason"))
         attempt["feedback"] = verify_feedback(verdict)
@@ -289,18 +352,30 @@ def verify_feedback(verdict: dict[str, Any]) -> str:
 
 
 def rank_key(a: dict[str, Any]) -> tuple:
-    """Lower is better. Verified first (the agent does not time kernels; the tuner measures later:
-    among verified, the larger accuracy margin, then fewer memory ops, then the shorter file)."""
+    """Lower is better. Verified first; among verified, the race's latency (measured or
+    predicted, see race.py; unraced last), then the larger accuracy margin, fewer memory ops,
+    the shorter file."""
     ratio = a.get("worst_error_ratio")
     ratio = float(ratio) if ratio is not None else float("inf")
     prof = a.get("profile") or {}
     if a.get("verified"):
-        return (0, ratio, prof.get("loads", 0) + prof.get("stores", 0), prof.get("lines", 0), a["round"], a["slot"])
+        latency = (a.get("race") or {}).get("latency_us")
+        return (0, float(latency) if latency else float("inf"), ratio,
+                prof.get("loads", 0) + prof.get("stores", 0), prof.get("lines", 0), a["round"], a["slot"])
     if a.get("stage") == "verify":
         stage = 1 if a.get("reason") in ("mismatch", "nonfinite") else 2
     else:
         stage = STAGE_RANK.get(a.get("stage", ""), 9)
-    return (stage, ratio, 0, 0, -a["round"], a["slot"])
+    return (stage, float("inf"), ratio, 0, 0, -a["round"], a["slot"])
+
+
+def best_summary(a: dict[str, Any], *, with_source: bool) -> dict[str, Any]:
+    """The best attempt so far, as the next prompts show it (its source only where the slot's
+    own previous attempt is not already that one)."""
+    source = a.get("source") if with_source else None
+    return {"round": a["round"], "slot": a["slot"], "verified": bool(a.get("verified")), "reason": a.get("reason"),
+            "message": a.get("message", ""), "race": describe_result(a.get("race")),
+            "source": source if source and len(source) <= MAX_FEEDBACK_CHARS * 2 else None}
 
 
 def budget_exhausted(state: AgentState) -> str | None:

@@ -40,7 +40,7 @@ def usage(state: dict[str, Any]) -> dict[str, Any]:
 def attempt_summary(a: dict[str, Any]) -> dict[str, Any]:
     return {"round": a["round"], "candidate": a["slot"], "stage": a["stage"], "verified": a["verified"],
             "reason": a["reason"], "message": a["message"], "worst_error_ratio": a.get("worst_error_ratio"),
-            "tokens": a.get("tokens"), "notes": a.get("notes", [])}
+            "tokens": a.get("tokens"), "notes": a.get("notes", []), "race": a.get("race")}
 
 
 def sorted_attempts(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -55,7 +55,8 @@ def report(state: dict[str, Any], best: dict[str, Any] | None, *, status: str, s
             "model": s["model"], "base_url": s.get("base_url"), "prompt_version": s["prompt_version"],
             "best": attempt_summary(best) if best else None,
             "attempts": [attempt_summary(a) for a in sorted_attempts(state)],
-            "usage": usage(state), "outputs": outputs, "recording": s.get("recording")}
+            "usage": usage(state), "outputs": outputs, "recording": s.get("recording"),
+            "race": (state.get("context") or {}).get("race")}
 
 
 def _write_json(path: Path, data: Any) -> None:

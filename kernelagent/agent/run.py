@@ -27,7 +27,7 @@ from .record import RecordingChat, ReplayChat, read_header
 
 # Settings that must match for a replay to reproduce its recording.
 REPLAYED_SETTINGS = ("model", "parallel", "max_iters", "budget_tokens", "budget_seconds", "max_reply_tokens",
-                     "temperature", "seed", "examples", "verify_timeout")
+                     "temperature", "seed", "examples", "verify_timeout", "race", "improve_rounds")
 
 
 def default_db() -> Path:
@@ -59,6 +59,8 @@ class GenerateOptions:
     db: Path | None = None
     price_prompt_per_1k: float = 0.0
     price_completion_per_1k: float = 0.0
+    race: bool = True                   # time verified candidates (an op with --sku; race.py)
+    improve_rounds: int = 0             # rounds after the first verified one, to beat the race's target
 
 
 @dataclass
@@ -99,7 +101,8 @@ def _new_run_id() -> str:
 
 
 def _validate(opts: GenerateOptions) -> None:
-    for name, low in (("parallel", 1), ("max_iters", 1), ("budget_tokens", 1), ("max_reply_tokens", 64)):
+    for name, low in (("parallel", 1), ("max_iters", 1), ("budget_tokens", 1), ("max_reply_tokens", 64),
+                      ("improve_rounds", 0)):
         if int(getattr(opts, name)) < low:
             raise BadInput(f"--{name.replace('_', '-')} must be at least {low}")
     if opts.budget_seconds <= 0:
@@ -128,7 +131,7 @@ def _default_verifier(*args, **kwargs):
 
 
 def generate(opts: GenerateOptions, *, llm: ChatModel | None = None, verifier: Callable[..., Any] | None = None,
-             progress: Callable[[str], None] | None = _stderr) -> RunResult:
+             progress: Callable[[str], None] | None = _stderr, racer: Any = "default") -> RunResult:
     """Run (or resume, or replay) the agent; returns the result, raises BadInput/EnvironmentProblem."""
     from .graph import build_graph
     from .nodes import Deps
@@ -153,7 +156,11 @@ def generate(opts: GenerateOptions, *, llm: ChatModel | None = None, verifier: C
         chat = llm or _make_llm(opts, settings)
         if settings.get("recording") and not isinstance(chat, ReplayChat):
             chat = RecordingChat(chat, Path(settings["recording"]), header=_header(initial or {}, settings))
-        graph = build_graph(Deps(llm=chat, verifier=verifier, progress=progress), checkpointer=saver)
+        if racer == "default":
+            from .race import Racer
+
+            racer = Racer(timeout=max(60.0, float(settings.get("verify_timeout", 120.0))))
+        graph = build_graph(Deps(llm=chat, verifier=verifier, progress=progress, racer=racer), checkpointer=saver)
         config = {"configurable": {"thread_id": run_id}, "recursion_limit": 4 * int(settings["max_iters"]) + 20}
         if opts.resume and not graph.get_state(config).next:
             progress(f"run {run_id} had already finished")
@@ -197,6 +204,7 @@ def _initial_state(opts: GenerateOptions, run_id: str) -> dict[str, Any]:
         "out_dir": str(out_dir.resolve()), "prompt_version": PROMPT_VERSION,
         "price_prompt_per_1k": float(opts.price_prompt_per_1k),
         "price_completion_per_1k": float(opts.price_completion_per_1k),
+        "race": bool(opts.race), "improve_rounds": int(opts.improve_rounds),
         "recording": None if opts.replay else str((out_dir / "exchanges.jsonl").resolve()),
         "replay": str(Path(opts.replay).resolve()) if opts.replay else None,
     }

@@ -28,6 +28,8 @@ class Settings(TypedDict, total=False):
     recording: Optional[str]      # JSONL of this run's exchanges (None when replaying)
     replay: Optional[str]         # the recording a replayed run reads
     prompt_version: str
+    race: bool                    # time verified candidates (op target with a SKU; see race.py)
+    improve_rounds: int           # rounds after the first verified one spent trying to beat the race's target
     price_prompt_per_1k: float
     price_completion_per_1k: float
 
@@ -66,6 +68,8 @@ class CandidateState(TypedDict, total=False):
     previous: Optional[dict[str, Any]]    # this slot's last attempt and its feedback
     others: list[str]                     # one line per other candidate of the last round
     history: list[dict[str, Any]]         # earlier failures, one short line each
+    best: Optional[dict[str, Any]]        # the best attempt so far (nodes.best_summary)
+    strategy: str                         # this slot's approach (nodes.STRATEGIES), "" for one slot
     token_allowance: int                  # tokens this candidate may spend (prompt + reply)
     seconds_left: float
     started_at: float
@@ -77,6 +81,7 @@ class CandidateState(TypedDict, total=False):
     notes: list[str]
     problem: Optional[dict[str, str]]     # {"stage", "reason", "message"} when rejected before verify
     verdict: Optional[dict[str, Any]]
+    race: Optional[dict[str, Any]]        # a verified candidate's latency vs the target (race.py)
     # output (merged into AgentState through its reducers)
     attempts: Annotated[list[dict[str, Any]], operator.add]
     tokens_used: Annotated[int, operator.add]

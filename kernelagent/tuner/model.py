@@ -228,21 +228,34 @@ def estimate_launch(sku: Any, launch: Any, report: Any | None, feas: Any | None,
 
 
 def estimate(op: str | Any, call: Any, config: Mapping[str, Any] | None, sku: Any, *, cache_dir=None,
-             isolate: bool | None = None, timeout: float = 120.0, source=None) -> ModelEstimate:
+             isolate: bool | None = None, timeout: float = 120.0, source=None, capture=None) -> ModelEstimate:
     """Predicted latency/energy of library op ``op`` (name or OpSpec) on ``call`` under ``config``
     for ``sku``: captures the launches, compiles them for the SKU's arch (cached), and models.
-    ``source``: the kernel file (a variant's path; default the shipped kernel.py)."""
+    ``source``: the kernel file (a variant's path; default the shipped kernel.py). ``capture``: a
+    ``harness.predict.SandboxedCapture`` — required for code that is not the package's own
+    (generated or user variants), which must not run in this process."""
     from ..harness import compile as hc
     from ..kernels import get_opspec, kernel_path
 
     spec = get_opspec(op) if isinstance(op, str) else op
-    src = source if source is not None else kernel_path(spec.name)
-    launches = hc.capture_launches(src, spec.name, call.args, dict(call.kwargs), config, cache_dir)
-    if sku.static_compile:
-        reports = hc.compile_launches(src, launches, sku, cache_dir, isolate=isolate, timeout=timeout)
-        feas = [hc.check_feasible(r, sku) for r in reports]
+    if capture is not None:
+        from ..harness.predict import PredictError
+
+        arch = hc.parse_arch(sku) if sku.static_compile else None
+        got = capture.capture([(call.args, dict(call.kwargs), config)], arch, timeout=timeout)[0]
+        if isinstance(got, PredictError):
+            return _infeasible(sku, f"capture or compile failed: {str(got).strip().splitlines()[0][:300] if str(got).strip() else 'no message'}")
+        launches = got.launches
+        reports = got.reports if got.reports is not None else [None] * len(launches)
+        feas = [hc.check_feasible(r, sku) if r is not None else None for r in reports]
     else:
-        reports, feas = [None] * len(launches), [None] * len(launches)
+        src = source if source is not None else kernel_path(spec.name)
+        launches = hc.capture_launches(src, spec.name, call.args, dict(call.kwargs), config, cache_dir)
+        if sku.static_compile:
+            reports = hc.compile_launches(src, launches, sku, cache_dir, isolate=isolate, timeout=timeout)
+            feas = [hc.check_feasible(r, sku) for r in reports]
+        else:
+            reports, feas = [None] * len(launches), [None] * len(launches)
     flops, nbytes = float(spec.flops(call)), float(spec.bytes(call))
     dtype, shape = call_dtype(call), spec.shape_key(call)
     # Several launches: the op's FLOPs and bytes are split by each launch's share of threads.

@@ -24,6 +24,8 @@ measured).
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import secrets
 import platform
@@ -147,14 +149,15 @@ def _nearest_warm_start(op: str, sku, dtype: str, bucket: dict, library_dir, var
 
 
 def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, seed: int | None,
-               energy: bool, session=None, source_path=None) -> Callable[[Mapping[str, Any]], tuple]:
-    """measure(config) -> (latency_s | None, energy_j | None, reason)."""
+               energy: bool, session=None, source_path=None, capture=None) -> Callable[[Mapping[str, Any]], tuple]:
+    """measure(config) -> (latency_s | None, energy_j | None, reason). ``capture``: the sandbox
+    the model backend captures and compiles a non-shipped variant in (see harness/predict.py)."""
     if backend == "model":
         from . import model
 
         def by_model(config):
             try:
-                est = model.estimate(spec, call, dict(config), sku, source=source_path)
+                est = model.estimate(spec, call, dict(config), sku, source=source_path, capture=capture)
             except (ValueError, TypeError) as e:  # the launcher rejects this config
                 return None, None, f"{type(e).__name__}: {e}"
             if not est.feasible:
@@ -290,6 +293,7 @@ def _space_for(v, spec, task):
 def _tune_variant(task: TuneTask, v, spec, call, sku, default: dict, *, backend, replay_path, seed, policy, trials,
                   storage, verify_examples, library_dir, progress) -> TuneResult:
     """Search one variant's space, then re-verify its best configs in the same candidate session."""
+    from ..harness.predict import SandboxedCapture
     from ..harness.session import CandidateSession
     from ..harness.verify import verify
     from .search import run_search, study_name_for
@@ -299,9 +303,14 @@ def _tune_variant(task: TuneTask, v, spec, call, sku, default: dict, *, backend,
     warm = _nearest_warm_start(task.op, sku, task.dtype, task.bucket, library_dir, v.name)
     source = v.path.read_text(encoding="utf-8")
     label = task.label if v.name == "kernel" else f"{task.label} variant {v.name}"
-    with CandidateSession(task.op, source, candidate_name=v.path.name) as session:
+    with contextlib.ExitStack() as stack:
+        session = stack.enter_context(CandidateSession(task.op, source, candidate_name=v.path.name))
+        # Generated and user variants are untrusted code: the model backend runs their launcher
+        # in a sandbox too, never in this process (the shipped files are the package's own).
+        capture = stack.enter_context(SandboxedCapture(source, task.op, filename=v.path.name)) \
+            if backend == "model" and v.origin != "shipped" else None
         objective = _objective(backend, task, spec, call, sku, replay_path, seed=seed, energy=policy != "latency",
-                               session=session, source_path=v.path)
+                               session=session, source_path=v.path, capture=capture)
         done = [0]
 
         def counted(config):
