@@ -32,6 +32,18 @@ def register(app: typer.Typer) -> None:
         module: Optional[str] = typer.Option(None, "--module", help="Tune a user module's TUNING_SPACE on this GPU (kernelagent library add; measured only)."),
         variant: Optional[str] = typer.Option(None, "--variant", help="Tune only this kernel variant of each op (default: every variant: kernel.py, kernels/<op>/variants/*.py, <library>/<op>/variants/*.py)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
+        generate: bool = typer.Option(False, "--generate", help="First let the agent write a new variant of each op "
+                                      "for this SKU (needs an LLM endpoint); the tuner then chooses among all variants."),
+        base_url: Optional[str] = typer.Option(None, "--base-url", help="With --generate: the OpenAI-compatible endpoint "
+                                               "(default $OPENAI_BASE_URL)."),
+        model: Optional[str] = typer.Option(None, "--model", help="With --generate: the model name at the endpoint."),
+        gen_parallel: int = typer.Option(2, "--gen-parallel", help="With --generate: candidates per round."),
+        gen_max_iters: int = typer.Option(4, "--gen-max-iters", help="With --generate: rounds per op."),
+        gen_budget_tokens: int = typer.Option(200_000, "--gen-budget-tokens", help="With --generate: tokens per op."),
+        improve: int = typer.Option(0, "--improve", help="With --generate: rounds after the first verified candidate "
+                                    "spent trying to beat the current best."),
+        gen_out: Optional[Path] = typer.Option(None, "--gen-out", help="With --generate: folder for the agent runs "
+                                               "(default ./kernelagent-out/tune-SKU/OP)."),
     ) -> None:
         """Produce verified, tuned kernel configs for a GPU SKU and write them into the library."""
         if replay is not None:
@@ -88,6 +100,16 @@ def register(app: typer.Typer) -> None:
         from .tuner.tune import format_table, tune as run_tune
 
         console = Console(stderr=True)
+        generated = None
+        if generate:
+            from .agent.for_sku import generate_for_ops
+            from .agent.run import GenerateOptions
+
+            template = GenerateOptions(base_url=base_url, model=model, parallel=gen_parallel, max_iters=gen_max_iters,
+                                       budget_tokens=gen_budget_tokens, improve_rounds=improve, seed=seed, out=gen_out,
+                                       examples=examples)
+            generated = generate_for_ops(chosen, sku, template, library=library,
+                                         notice=lambda m: console.print(f"[yellow]note:[/] {m}"))
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=False, disable=not console.is_terminal) as bars:
             tasks: dict[str, int] = {}
@@ -107,9 +129,16 @@ def register(app: typer.Typer) -> None:
                                notice=lambda m: console.print(f"[yellow]note:[/] {m}"),
                                min_predicted_gain=min_predicted_gain, variant=variant)
         if json_out:
-            typer.echo(json.dumps([r.to_json() for r in results], sort_keys=True))
+            rows = [r.to_json() for r in results]
+            typer.echo(json.dumps(rows if generated is None else {"results": rows, "generated": generated},
+                                  sort_keys=True, default=str))
         else:
             typer.echo(format_table(results))
+            if generated is not None:
+                from .agent.for_sku import summary_lines
+
+                for line in summary_lines(generated, results, sku):
+                    typer.echo(line)
         if any(not r.verified for r in results):
             raise typer.Exit(1)
 

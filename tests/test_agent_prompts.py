@@ -92,12 +92,13 @@ def test_the_op_prompt_states_what_the_harness_draws(op):
 
     from kernelagent.kernels._inputs import LAYOUTS
 
-    system = build_messages(_candidate(context.gather("op", op, op, None)))[0]["content"]
+    ctx = dict(context.gather("op", op, op, None), verify_timeout=90.0)   # as gather_context sets it
+    system = build_messages(_candidate(ctx))[0]["content"]
     dtypes = set(re.search(r"dtypes ([a-z0-9, ]+);", system).group(1).split(", "))
     layouts = set(re.search(r"layouts ([a-z_, ]+);", system).group(1).split(", "))
     drawn_dtypes, drawn_layouts = _drawn(op)
     assert dtypes == drawn_dtypes and layouts == drawn_layouts == set(LAYOUTS), (dtypes, layouts)
-    assert "Triton's interpreter on the CPU" in system and "CPU-time budget" in system
+    assert "Triton's interpreter on the CPU" in system and "a budget of 90 CPU seconds" in system
 
 
 def test_the_problem_prompt_states_seeding_inputs_and_the_config_channel():

@@ -31,16 +31,51 @@ def test_every_bench_case_of_every_op_has_a_bucket(op):
             assert bucket and all(v is not None for v in bucket.values()), (op, params, bucket)
 
 
-def test_tune_ops_all_covers_every_op(tmp_path):
-    p = run("tune", "--sku", "h100", "--ops", "all", "--dtype", "fp32", "--trials", "1", "--max-cases", "1",
-            "--examples", "1", "--seed", "5", "--no-write", "--storage", f"sqlite:///{tmp_path / 's.db'}", "--json")
+def test_tune_ops_all_generate_covers_every_op(tmp_path):
+    """`tune --ops all --generate`: the agent runs for every op (scripted loopback endpoint: a
+    verified softmax, no code for the others), the softmax kernel becomes a generated variant,
+    and the tuner's pass over every variant of every op includes it."""
+    from pathlib import Path
+
+    from fake_openai import FakeOpenAI, Reply, python_reply
+
+    softmax = (Path(__file__).resolve().parents[1] / "kernels" / "softmax" / "kernel.py").read_text()
+
+    def script(body, n):
+        prompt = body["messages"][-1]["content"]
+        return python_reply(softmax) if "the op `softmax`" in prompt else Reply("I cannot write this one.")
+
+    lib = tmp_path / "lib"
+    env = dict(os.environ, OPENAI_API_KEY="sk-test", KERNELAGENT_AGENT_DB=str(tmp_path / "agent.db"))
+    with FakeOpenAI(script) as srv:
+        p = run("tune", "--sku", "h100", "--ops", "all", "--dtype", "fp32", "--trials", "1", "--max-cases", "1",
+                "--examples", "1", "--seed", "5", "--library", str(lib), "--storage",
+                f"sqlite:///{tmp_path / 's.db'}", "--json", "--generate", "--base-url", srv.base_url,
+                "--model", "fake", "--gen-parallel", "1", "--gen-max-iters", "1", "--gen-out", str(tmp_path / "gen"),
+                env=env)
+        asked = {m for r in srv.chat_requests() for m in op_names() if f"the op `{m}`" in r["messages"][-1]["content"]}
     assert p.returncode == 0, p.stderr[-3000:]
-    results = json.loads(p.stdout)
+    out = json.loads(p.stdout)
+    results, generated = out["results"], {g["op"]: g for g in out["generated"]}
+    assert asked == set(op_names()) and set(generated) == set(op_names())
+    assert generated["softmax"]["status"] == "accepted" and generated["softmax"]["variant"].startswith("gen_")
+    assert all(g["status"] == "exhausted" and g["variant"] is None for op, g in generated.items() if op != "softmax")
+    assert generated["softmax"]["race"]["measured"] is False and generated["softmax"]["race"]["latency_us"] > 0
     assert sorted({r["op"] for r in results}) == sorted(op_names())
     assert all(r["verified"] and r["measured"] is False for r in results), \
         [(r["op"], r["verify_detail"][:200]) for r in results if not r["verified"]]
+    (row,) = [r for r in results if r["op"] == "softmax"]
+    tried = {v["variant"]: v for v in row["variants"]}
+    assert tried[generated["softmax"]["variant"]]["verified"], tried
+    assert (lib / "softmax" / "variants" / (generated["softmax"]["variant"] + ".py")).is_file()
     # Without a terminal, progress still shows as plain lines on stderr.
-    assert "[tune " in p.stderr and "trials" in p.stderr
+    assert "[tune " in p.stderr and "trials" in p.stderr and "added variant gen_" in p.stderr
+
+
+def test_tune_generate_needs_an_endpoint(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL")}
+    p = run("tune", "--sku", "h100", "--op", "softmax", "--generate", env=env)
+    assert p.returncode == 2 and "--generate needs an LLM endpoint" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_nightly_over_every_op(tmp_path):

@@ -31,12 +31,9 @@ def keep(result, *, sku: str | None, endpoint: str | None, model: str | None, pr
     if result.status != "accepted" or not result.kernel:
         raise BadInput("nothing to keep: the run did not produce a verified kernel")
     source = Path(result.kernel).read_text(encoding="utf-8")
-    space = _declared_space(result)
-    name = "gen_" + re.sub(r"[^A-Za-z0-9_]", "_", str(result.run_id))[:56]
-    provenance = {"origin": "generated", "endpoint": endpoint, "model": model, "prompt_version": prompt_version,
-                  "run_id": result.run_id, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                  "verified": {k: (result.verdict or {}).get(k) for k in ("trials", "worst_error_ratio", "device",
-                                                                          "sandbox", "seed")}}
+    space = declared_space(result)
+    name = variant_name(result)
+    provenance = provenance_of(result, endpoint=endpoint, model=model, prompt_version=prompt_version)
     if is_problem_path(result.target):
         return _keep_module(result, source, name, library, examples, provenance)
     return _keep_variant(result.target, source, space, name, provenance, sku=sku, library=library, trials=trials,
@@ -44,7 +41,7 @@ def keep(result, *, sku: str | None, endpoint: str | None, model: str | None, pr
                          examples=examples, dtypes=dtypes, notice=notice)
 
 
-def _declared_space(result) -> dict | None:
+def declared_space(result) -> dict | None:
     path = (result.outputs or {}).get("tuning_space")
     if not path or not Path(path).is_file():
         return None
@@ -52,14 +49,13 @@ def _declared_space(result) -> dict | None:
     return data if isinstance(data, dict) and data else None
 
 
-def _keep_variant(op: str, source: str, space: dict | None, name: str, provenance: dict, *, sku, library, trials,
-                  measure, max_cases, min_predicted_gain, examples, dtypes, notice) -> dict[str, Any]:
+def add_variant(op: str, source: str, space: dict | None, name: str, provenance: dict,
+                library: Path | None = None) -> Path:
+    """Write a verified kernel as variant ``name`` of ``op`` in the user library (its tuning space
+    as a literal ``TUNING_SPACE``, its provenance in the sidecar JSON); returns the file."""
     from ..kernels import _variants
     from ..kernels._configs import user_library_dir
-    from ..tuner.tune import tune
 
-    if not sku:
-        raise BadInput("--tune needs --sku: the SKU to tune the generated variant for")
     root = Path(library).expanduser() if library is not None else user_library_dir()
     folder = root / op / "variants"
     folder.mkdir(parents=True, exist_ok=True)
@@ -74,6 +70,28 @@ def _keep_variant(op: str, source: str, space: dict | None, name: str, provenanc
     path.write_text(text, encoding="utf-8")
     path.with_suffix(".json").write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     _variants.clear_caches()
+    return path
+
+
+def variant_name(result) -> str:
+    return "gen_" + re.sub(r"[^A-Za-z0-9_]", "_", str(result.run_id))[:56]
+
+
+def provenance_of(result, *, endpoint: str | None, model: str | None, prompt_version: str) -> dict[str, Any]:
+    return {"origin": "generated", "endpoint": endpoint, "model": model, "prompt_version": prompt_version,
+            "run_id": result.run_id, "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "verified": {k: (result.verdict or {}).get(k) for k in ("trials", "worst_error_ratio", "device",
+                                                                    "sandbox", "seed")},
+            "race": (result.best or {}).get("race")}
+
+
+def _keep_variant(op: str, source: str, space: dict | None, name: str, provenance: dict, *, sku, library, trials,
+                  measure, max_cases, min_predicted_gain, examples, dtypes, notice) -> dict[str, Any]:
+    from ..tuner.tune import tune
+
+    if not sku:
+        raise BadInput("--tune needs --sku: the SKU to tune the generated variant for")
+    path = add_variant(op, source, space, name, provenance, library)
     notice(f"added variant {name} of {op}: {path}")
     results = tune(sku_id=sku, ops=[op], dtypes=dtypes, variant=name, trials=trials, measure=measure, library_dir=library,
                    max_cases=max_cases, min_predicted_gain=min_predicted_gain, verify_examples=examples or 8,

@@ -81,6 +81,7 @@ class Nodes:
                 self.deps.progress(describe_target(ctx["race"]).splitlines()[1] if ctx["race"].get("to_beat")
                                    else "racing verified candidates")
         ctx["race_target"] = describe_target(ctx["race"])
+        ctx["verify_timeout"] = float(state["settings"].get("verify_timeout") or 0.0)
         return {"context": ctx, "round": 0, "elapsed_s": 0.0, "status": "running", "feedback": {},
                 "stop_reason": "", "best": None, "outputs": {}}
 

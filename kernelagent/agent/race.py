@@ -62,11 +62,18 @@ class Racer:
         return "gpu" if torch.cuda.is_available() else "model"
 
     def _call(self, op: str, params: dict, dtype: str):
+        """The race's inputs. The model needs shapes, strides and dtypes only: meta tensors (no
+        memory, no random draws: a cross_entropy bench case is 1 GB of logits)."""
+        import contextlib
+
+        import torch
+
         from ..kernels import get_opspec
         from ..kernels.spec import Case
 
         spec = get_opspec(op)
-        return spec, spec.build(Case(params=dict(params), dtype=dtype, seed=0))
+        with torch.device("meta") if self._backend() == "model" else contextlib.nullcontext():
+            return spec, spec.build(Case(params=dict(params), dtype=dtype, seed=0))
 
     # ---- what to beat ------------------------------------------------------------------------
 
