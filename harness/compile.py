@@ -44,14 +44,14 @@ from kernelagent.errors import BadInput, EnvironmentProblem
 from .launch_capture import (KernelLaunch, _base_jit, _interpreter_on, _load_module, _source_file,
                              capture_launches)
 from .feasibility import Feasibility, check_feasible
-from .ptxas import _mma_kind, _ptxas_resources, parse_ptxas_log
+from .ptxas import _mma_kind, _ptxas_resources, parse_ptxas_log, ptx_features
 from .verdict import scrubbed_tail
 
 __all__ = ["CompileReport", "CompileRequest", "Feasibility", "KernelLaunch", "capture_launches", "check_feasible",
            "compile_kernel", "compile_launches", "compile_op", "compile_requests", "default_cache_dir",
            "parse_arch", "parse_ptxas_log"]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2   # 2: reports name TMA and warp specialisation
 # Env vars that change what Triton generates; they are part of the cache key.
 _CODEGEN_ENV = ("TRITON_DEFAULT_FP_FUSION", "TRITON_F32_DEFAULT", "TRITON_PTXAS_PATH", "TRITON_PTXAS_BLACKWELL_PATH")
 
@@ -117,6 +117,8 @@ class CompileReport:
     num_stages: int = 3
     num_ctas: int = 1
     mma: str = "none"              # tensor-core instruction family in the PTX: none | mma.sync | wgmma | tcgen05
+    tma: bool = False              # TMA bulk tensor copies in the PTX (cp.async.bulk.tensor)
+    warp_specialized: bool = False # warp groups with reallocated registers (setmaxnreg)
     triton_version: str = ""
     compile_s: float = 0.0
     cached: bool = False
@@ -216,8 +218,10 @@ def _compile_one(req: CompileRequest) -> CompileReport:
         return CompileReport(ok=False, error=scrubbed_tail(f"{type(e).__name__}: {e}", 3000), failure="ptxas",
                              shared_bytes=int(md.shared or 0), compile_s=time.perf_counter() - t0, **base)
     base.update(num_warps=int(md.num_warps), num_stages=int(md.num_stages), num_ctas=int(getattr(md, "num_ctas", 1)))
+    feats = ptx_features(ptx)
     return CompileReport(ok=True, shared_bytes=int(md.shared or 0), tmem_bytes=int(getattr(md, "tmem_size", 0) or 0),
-                         mma=_mma_kind(ptx), compile_s=time.perf_counter() - t0, **res, **base)
+                         mma=_mma_kind(ptx), tma=feats["tma"], warp_specialized=feats["warp_specialized"],
+                         compile_s=time.perf_counter() - t0, **res, **base)
 
 
 def _failed(q: CompileRequest, kind: str, msg: str) -> CompileReport:

@@ -65,6 +65,14 @@ def _ptxas_resources(ptx: str, arch: int, opts: Any) -> dict:
     return parse_ptxas_log(log)
 
 
+def ptx_features(ptx: str) -> dict[str, bool]:
+    """Hopper/Blackwell features visible in the PTX: TMA (bulk tensor copies through a tensor
+    map), warp specialisation (register reallocation between warp groups), mbarrier pipelines."""
+    return {"tma": "cp.async.bulk.tensor" in ptx,
+            "warp_specialized": "setmaxnreg" in ptx,
+            "mbarrier": "mbarrier." in ptx}
+
+
 def _mma_kind(ptx: str) -> str:
     if "tcgen05.mma" in ptx:
         return "tcgen05"

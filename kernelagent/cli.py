@@ -98,6 +98,7 @@ from . import cli_generate as _cli_generate; _cli_generate.register(app)
 from . import cli_sku as _cli_sku; _cli_sku.register(app)
 from . import cli_nightly as _cli_nightly; _cli_nightly.register(app)
 from . import cli_library as _cli_library; _cli_library.register(app)
+from . import cli_compile as _cli_compile; _cli_compile.register(app)
 
 
 class Terminated(KeyboardInterrupt):

@@ -1,0 +1,42 @@
+"""`kernelagent compile OP --sku SKU`: the static compile for a SKU's architecture on a machine
+without a GPU — what the kernel uses, and exit 1 for a config that does not fit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "kernelagent.cli", "compile", *args], capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ))
+
+
+@pytest.mark.slow
+def test_the_default_matmul_compiles_to_wgmma_without_spills_and_a_too_big_tile_does_not_fit():
+    p = run("matmul", "--sku", "h100", "--json")
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout)
+    (launch,) = out["launches"]
+    rep = launch["report"]
+    assert out["arch"] == "sm_90" and out["measured"] is False and launch["fits"]
+    assert rep["mma"] == "wgmma" and rep["spill_bytes"] == 0 and rep["registers"] <= 255
+    assert "tma" in rep and "warp_specialized" in rep      # reported either way (today: no TMA, see issue 14)
+    big = run("matmul", "--sku", "h100", "--config",
+              '{"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "num_warps": 8, "num_stages": 4}')
+    assert big.returncode == 1 and "DOES NOT FIT" in big.stdout and "exceeds h100-sxm's" in big.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("softmax", "--sku", "h100", "--config", '{"BLOCK_N": 12'), "--config is not JSON"),
+    (("nope", "--sku", "h100"), "unknown op 'nope'"),
+    (("softmax", "--sku", "mi300x"), "no static compile target"),
+    (("softmax", "--sku", "h100", "--dtype", "fp8"), "does not take dtype 'fp8'"),
+])
+def test_bad_input_is_exit_2_with_the_fix(args, message):
+    p = run(*args)
+    assert p.returncode == 2 and message in p.stderr and "Traceback" not in p.stderr
