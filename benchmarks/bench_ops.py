@@ -1,12 +1,21 @@
 """Every library op against PyTorch eager and torch.compile, with % of a measured roofline.
 
-Usage: python benchmarks/bench_ops.py [--ops softmax,rms_norm] [--dtype bf16] [--out FILE]
+Usage: python benchmarks/bench_ops.py [--ops softmax,rms_norm] [--dtype bf16] [--budget-s 150] [--compile]
+       [--out FILE]
 
 On a CUDA GPU: each op at its ``bench_cases`` sizes, timed with ``triton.testing.do_bench``
 (L2 flushed between calls, median), against the op's PyTorch reference in eager mode and under
 ``torch.compile``; the roofline is max(bytes / measured copy bandwidth, FLOPs / measured
 ``torch.matmul`` peak), both measured here, on this GPU, in this run. Results are checked
 against the reference before timing.
+
+Inputs are built on the GPU (a cross_entropy case in float64 on the host was 17 GB). Each row
+says what the library actually ran (``_dispatch.decide``): a case where it ran PyTorch instead
+of its kernel (a documented fallback such as GQA attention, or a failed dispatch) is flagged
+``fallback`` and its speedup is not the kernel's. ``--budget-s`` bounds the run: a case is
+started only while the budget has room for it (estimated from the cases before it), and the
+ones left out are listed under ``skipped``. torch.compile is opt-in (``--compile``: minutes of
+compilation) and also skipped for a case when the budget has no room for it.
 
 On a CPU (no GPU): a smoke test in Triton's interpreter at small sizes: it proves every op
 runs through the public API and writes the same JSON, but its times are interpreter times and
@@ -72,10 +81,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ops", default="")
     ap.add_argument("--dtype", default="bf16")
-    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                    help="also time torch.compile(reference) (default: on a GPU only)")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                    help="also time torch.compile(reference) (minutes of compiling; default off)")
+    ap.add_argument("--budget-s", type=float, default=None, help="stop starting cases after this many seconds")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
+    started = time.monotonic()
+
+    import contextlib
 
     import torch
 
@@ -86,48 +99,66 @@ def main() -> None:
     import triton
 
     import kernelagent.kernels as lib
-    from kernelagent.kernels import get_opspec, op_names
-    from kernelagent.kernels.spec import DTYPES, Call, Case
+    from kernelagent.kernels import _dispatch, get_opspec, op_names
+    from kernelagent.kernels.spec import DTYPES, Case
 
-    use_compile = CUDA if a.compile is None else a.compile
     ops = [o for o in (a.ops.split(",") if a.ops else op_names()) if o]
     bw = _copy_bandwidth()
     peak = _matmul_peak(DTYPES[a.dtype])
     dev = torch.cuda.get_device_name() if CUDA else "cpu (triton interpreter: smoke test, not a GPU timing)"
-    rows = []
+    rows, skipped, case_s = [], [], []
     for op in ops:
         spec = get_opspec(op)
         dtype = a.dtype if a.dtype in spec.dtypes else spec.dtypes[0]
         for params in spec.bench_cases:
             params = dict(params) if CUDA else _small(dict(params))
-            call = spec.build(Case(params=params, dtype=dtype, seed=0))
-            if CUDA:
-                call = Call(tuple(x.cuda() if isinstance(x, torch.Tensor) else x for x in call.args),
-                            {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in call.kwargs.items()})
+            left = None if a.budget_s is None else a.budget_s - (time.monotonic() - started)
+            guess = max(case_s) if case_s else 5.0
+            if left is not None and left < guess:
+                skipped.append({"op": op, "case": params, "why": f"budget: {left:.0f} s left, a case takes ~{guess:.0f} s"})
+                continue
+            t_case = time.monotonic()
+            with torch.device("cuda") if CUDA else contextlib.nullcontext():
+                call = spec.build(Case(params=params, dtype=dtype, seed=0))
             fn = getattr(lib, op)
+            failures_before = dict(lib.dispatch_failures())
+            decision = _dispatch.decide(op, call.args, call.kwargs)
             ours = fn(*call.args, **call.kwargs)
             ref = spec.reference(*call.args, **call.kwargs)
+            failed = lib.dispatch_failures().get(op, 0) > failures_before.get(op, 0)
+            fallback = None if decision.use_kernel and not failed else (
+                "dispatch failed: PyTorch ran" if failed else f"PyTorch ran: {decision.reason}")
             max_err = float((ours.double() - ref.double()).abs().max())
             t_ours = _bench(lambda: fn(*call.args, **call.kwargs))
             t_eager = _bench(lambda: spec.reference(*call.args, **call.kwargs))
-            t_comp = None
-            if use_compile:
-                comp = torch.compile(spec.reference)
-                comp(*call.args, **call.kwargs)
-                t_comp = _bench(lambda: comp(*call.args, **call.kwargs))
+            t_comp, comp_note = None, None
+            if a.compile:
+                left = None if a.budget_s is None else a.budget_s - (time.monotonic() - started)
+                if left is not None and left < 90:
+                    comp_note = f"torch.compile skipped: {left:.0f} s of budget left"
+                else:
+                    comp = torch.compile(spec.reference)
+                    comp(*call.args, **call.kwargs)
+                    t_comp = _bench(lambda: comp(*call.args, **call.kwargs))
             floor = max(spec.bytes(call) / bw, spec.flops(call) / peak)
+            res = decision.resolution
             rows.append({"op": op, "dtype": dtype, "case": params, "ours_us": t_ours * 1e6, "eager_us": t_eager * 1e6,
-                         "compile_us": None if t_comp is None else t_comp * 1e6,
+                         "compile_us": None if t_comp is None else t_comp * 1e6, "compile_note": comp_note,
                          "speedup_vs_eager": t_eager / t_ours, "roofline_floor_us": floor * 1e6,
-                         "pct_of_roofline": 100 * floor / t_ours, "max_abs_err_vs_reference": max_err})
+                         "pct_of_roofline": 100 * floor / t_ours, "max_abs_err_vs_reference": max_err,
+                         "fallback": fallback, "variant": getattr(res, "variant", None) if res else None,
+                         "config": dict(res.config) if res is not None and getattr(res, "config", None) else None})
+            call = ours = ref = None  # free the GPU memory before the next case
+            case_s.append(time.monotonic() - t_case)
             print(f"{op:14s} {json.dumps(params):52s} ours {t_ours*1e6:10.1f}us eager {t_eager*1e6:10.1f}us "
-                  f"roofline {100*floor/t_ours:6.1f}%", file=sys.stderr)
+                  f"roofline {100*floor/t_ours:6.1f}%" + (f"  FALLBACK ({fallback})" if fallback else ""), file=sys.stderr)
     result = {"what": "library ops vs PyTorch eager / torch.compile; % of measured roofline",
               "measured": True, "device": dev, "date": time.strftime("%Y-%m-%d"),
               "torch": torch.__version__, "triton": triton.__version__, "python": platform.python_version(),
               "copy_bandwidth_GBps": bw / 1e9, f"matmul_peak_TFLOPs_{a.dtype}": peak / 1e12,
               "method": "do_bench median, L2 flushed" if CUDA else "wall clock median of 5, interpreter",
-              "rows": rows}
+              "budget_s": a.budget_s, "elapsed_s": time.monotonic() - started, "rows": rows, "skipped": skipped,
+              "fallbacks": [f"{r['op']} {r['case']}: {r['fallback']}" for r in rows if r["fallback"]]}
     print(json.dumps(result, indent=1))
     if a.out:
         a.out.write_text(json.dumps(result, indent=1))

@@ -24,3 +24,17 @@ def test_bench_ops_smoke_on_cpu(tmp_path):
     assert {r["op"] for r in data["rows"]} == {"softmax", "silu_mul"}
     for r in data["rows"]:
         assert r["ours_us"] > 0 and r["eager_us"] > 0 and r["max_abs_err_vs_reference"] < 0.1
+        assert r["fallback"] is None     # the library's kernel ran, not PyTorch
+
+
+def test_bench_ops_keeps_to_its_budget_and_says_what_it_skipped(tmp_path):
+    if torch.cuda.is_available():
+        return
+    out = tmp_path / "ops.json"
+    env = dict(os.environ, TRITON_INTERPRET="1", KERNELAGENT_INTERPRET="1")
+    p = subprocess.run([sys.executable, str(SCRIPT), "--ops", "softmax,rms_norm", "--budget-s", "0.01",
+                        "--out", str(out)], capture_output=True, text=True, timeout=600, env=env)
+    assert p.returncode == 0, p.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["rows"] == [] and {s["op"] for s in data["skipped"]} == {"softmax", "rms_norm"}
+    assert all("budget" in s["why"] for s in data["skipped"])
