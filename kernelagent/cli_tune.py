@@ -47,19 +47,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Produce verified, tuned kernel configs for a GPU SKU and write them into the library."""
         if replay is not None:
-            from .tuner.replay import run_replay_search
+            from .tuner.replay import describe_replay_result, run_replay_search
 
             if not replay.is_file():
                 raise BadInput(f"replay file not found: {replay}")
             out = run_replay_search(replay, trials, seed, policy=policy)
-            if json_out:
-                typer.echo(json.dumps(out, sort_keys=True))
-            else:
-                ratio = out.get("ratio_to_optimum")
-                typer.echo(f"best found: {out['best_config']} at {out['best_latency_s']} s (recorded)\n"
-                           f"space optimum: {out['optimum_config']} at {out['optimum_latency_s']} s\n"
-                           f"ratio best/optimum: {'-' if ratio is None else f'{ratio:.4f}'} after "
-                           f"{out['trials_used']} measurements (sampler {out['sampler']}, seed {seed})")
+            typer.echo(json.dumps(out, sort_keys=True) if json_out else describe_replay_result(out))
+            if not out["ok"]:  # measured nothing, fewer than asked while feasible configs remain, or no result
+                raise typer.Exit(1)
             return
         if module is not None:
             from .tuner.module_tune import tune_module
@@ -74,7 +69,9 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"{module}: {'verified' if out['verified'] else 'no verified config'} "
                            f"{out['config']} at {out['latency_us']} us (measured), {out['trials']} trials; "
                            f"{'written to its entry' if out['written'] else 'not written'}")
-            if not out["verified"]:
+            if out.get("shortfall"):
+                typer.echo(f"SHORTFALL: {out['shortfall']}", err=json_out)
+            if not out["verified"] or out.get("shortfall"):
                 raise typer.Exit(1)
             return
         if not sku:
@@ -139,7 +136,7 @@ def register(app: typer.Typer) -> None:
 
                 for line in summary_lines(generated, results, sku):
                     typer.echo(line)
-        if any(not r.verified for r in results):
+        if any(not r.verified or r.shortfall for r in results):
             raise typer.Exit(1)
 
 

@@ -64,7 +64,7 @@ def tune_module(name: str, *, trials: int = 16, seed: int | None = None, storage
         ranked = sorted((m for m in sr.measurements if m.get("latency_s") is not None), key=lambda m: m["latency_s"])
         verify_seed = seed if seed is not None else secrets.randbits(32)
         result: dict[str, Any] = {"module": name, "trials": sr.trials_used, "verified": False, "config": None,
-                                  "latency_us": None, "written": False, "rejected": []}
+                                  "latency_us": None, "written": False, "rejected": [], "shortfall": sr.shortfall}
         for m in ranked[:3]:
             v = verify(problem, source, config=dict(m["config"]), examples=verify_examples, seed=verify_seed,
                        session=session)

@@ -22,7 +22,7 @@ Two file formats, plain or gzipped JSON:
 
 Both become a :class:`RecordedSpace`. A config not in the recording is infeasible (reason
 ``"not recorded"``); the search sees the recorded key set as the space's a-priori constraint,
-like Kernel Tuner's restrictions.
+like Kernel Tuner's restrictions, and the recorded configs as the candidates it samples from.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import BadInput
-from .search import SearchSpace
+from .space import SearchSpace
 
 RECORDING_FORMAT = "kernelagent-recording"
 KT_FAILURES = ("InvalidConfig", "CompilationFailedConfig", "RuntimeFailedConfig")
@@ -85,9 +85,12 @@ class RecordedSpace:
         return min(self.feasible(), key=lambda m: m.latency_s, default=None)
 
     def search_space(self) -> SearchSpace:
+        """The recorded parameters; the recorded configs are the space's candidates (the search
+        samples among them, not the raw product) and its constraint."""
         keys = set(self.entries)
         return SearchSpace.from_values(
-            self.params, lambda c: None if self.key(c) in keys else "outside the recorded space")
+            self.params, lambda c: None if self.key(c) in keys else "outside the recorded space",
+            candidates=[dict(zip(self.params, k)) for k in self.entries])
 
     def top(self, n: int, min_distance: int = 1) -> list[dict]:
         """The ``n`` fastest configs; with ``min_distance`` > 1, each differs from every one
@@ -298,8 +301,11 @@ def run_replay_search(path: str | os.PathLike, trials: int, seed: int | None = N
     """Search a recorded space with a budget of ``trials`` measurements; compare with its optimum.
 
     Returns a JSON-able dict: the best config found, its latency, the recorded optimum, their
-    ratio (1.0 = found the optimum), measurements used, the sampler and the policy. The default
-    storage is in memory so a replay never resumes or pollutes the user's study database.
+    ratio (1.0 = found the optimum), measurements used and asked for, the sampler and the policy,
+    ``shortfall`` (why fewer configs than asked were measured while feasible ones remained, or
+    none at all; None otherwise) and ``ok`` (no shortfall and a best config found: what
+    ``kernelagent tune --replay`` exits 0 on). The default storage is in memory so a replay
+    never resumes or pollutes the user's study database.
     """
     import optuna
 
@@ -320,7 +326,9 @@ def run_replay_search(path: str | os.PathLike, trials: int, seed: int | None = N
         "best_config": res.best_config, "best_latency_s": res.best_latency_s, "best_energy_j": res.best_energy_j,
         "optimum_config": opt.config if opt else None, "optimum_latency_s": opt.latency_s if opt else None,
         "ratio_to_optimum": (res.best_latency_s / opt.latency_s) if opt and res.best_latency_s else None,
-        "trials_used": res.trials_used, "measure_calls": backend.calls, "optuna_trials": res.optuna_trials,
+        "trials_used": res.trials_used, "trials_asked": trials, "shortfall": res.shortfall,
+        "ok": res.shortfall is None and res.best_config is not None,
+        "measure_calls": backend.calls, "optuna_trials": res.optuna_trials,
         "sampler": res.sampler, "policy": res.policy, "seed": seed,
         "space_size": math.prod(len(v) for v in space.params.values()),
         "recorded_configs": len(space.entries), "feasible_configs": len(space.feasible()),
@@ -330,15 +338,20 @@ def run_replay_search(path: str | os.PathLike, trials: int, seed: int | None = N
 
 def describe_replay_result(r: Mapping[str, Any]) -> str:
     """The human-readable lines for ``kernelagent tune --replay`` without ``--json``."""
+    lines = [f"replay of {r['file']} ({r['device'] or 'device not recorded'}; recorded measurements, no GPU used)"]
     if r["best_config"] is None:
-        return f"no feasible configuration found in {r['trials_used']} measurements of {r['file']}"
-    lines = [
-        f"replay of {r['file']} ({r['device'] or 'device not recorded'}; recorded measurements, no GPU used)",
-        f"best found  {r['best_latency_s'] * 1e6:.2f} us  {json.dumps(r['best_config'])}",
-        f"optimum     {r['optimum_latency_s'] * 1e6:.2f} us  {json.dumps(r['optimum_config'])}",
-        f"ratio {r['ratio_to_optimum']:.3f} (best found / optimum) after {r['trials_used']} measurements "
-        f"of {r['feasible_configs']} feasible configs; sampler {r['sampler']}, policy {r['policy']}, seed {r['seed']}",
-    ]
+        lines.append(f"best found  none: no feasible configuration among {r['trials_used']} measurements")
+    else:
+        lines.append(f"best found  {r['best_latency_s'] * 1e6:.2f} us  {json.dumps(r['best_config'])}")
+    if r["optimum_config"] is not None:
+        lines.append(f"optimum     {r['optimum_latency_s'] * 1e6:.2f} us  {json.dumps(r['optimum_config'])}")
+    ratio = r.get("ratio_to_optimum")
+    lines.append(f"ratio {'-' if ratio is None else f'{ratio:.3f}'} (best found / optimum) after {r['trials_used']} "
+                 f"of {r['trials_asked']} measurements asked, {r['feasible_configs']} feasible of "
+                 f"{r['recorded_configs']} recorded configs ({r['space_size']} in the raw product); "
+                 f"sampler {r['sampler']}, policy {r['policy']}, seed {r['seed']}")
+    if r.get("shortfall"):
+        lines.append(f"SHORTFALL: {r['shortfall']}")
     if r.get("note"):
         lines.append(f"note: {r['note']}")
     return "\n".join(lines)

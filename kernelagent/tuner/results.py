@@ -12,6 +12,7 @@ Re-exported by ``search.py``.
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, Sequence
@@ -37,6 +38,9 @@ class SearchResult:
     pareto_front: list[dict] = field(default_factory=list)
     measurements: list[dict] = field(default_factory=list)  # in measurement order
     note: str = ""
+    budget: int | None = None      # measurements asked for
+    shortfall: str | None = None   # why fewer than ``budget`` were measured while feasible configs remain
+                                   # (or none at all); None: the budget was spent or the space exhausted
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -79,3 +83,71 @@ def _point(t) -> dict:
     u = t.user_attrs
     return {"config": u[_A + "config"], "latency_s": u.get(_A + "latency_s"), "energy_j": u.get(_A + "energy_j"),
             "feasible": u.get(_A + "feasible", False), "reason": u.get(_A + "reason"), "trial": t.number}
+
+
+class TrialIndex:
+    """What a study's trials hold, kept up to date incrementally.
+
+    A finished trial never changes, so each :meth:`update` looks only at trials that are new or
+    were still open (running or waiting) last time: a search of thousands of mostly-infeasible
+    trials costs time linear in their number, not quadratic.
+    """
+
+    def __init__(self):
+        self.measured: list = []           # complete, measured trials, in trial-number order
+        self.measured_keys: set[str] = set()
+        self.finished_keys: set = set()    # keys of every finished trial (None for a partial one)
+        self.open: list = []               # trials running or waiting at the last update
+        self.slowest: float | None = None  # the largest latency measured
+        self._upto = 0                     # trials[:_upto] have been looked at
+        self._last_measured = -1           # number of the latest measured trial
+        self._wasted: list[int] = []       # invalid or duplicate trials after it
+
+    def update(self, trials) -> "TrialIndex":
+        from optuna.trial import TrialState
+
+        # A study numbers its trials 0, 1, …, so trials[n] is trial n.
+        look = [trials[t.number] for t in self.open] + list(trials[self._upto:])
+        self._upto, self.open = len(trials), []
+        for t in look:
+            if not t.state.is_finished():
+                self.open.append(t)
+                continue
+            u = t.user_attrs
+            self.finished_keys.add(u.get(_A + "key"))
+            if t.state != TrialState.COMPLETE:
+                continue
+            status = u.get(_A + "status")
+            if u.get(_A + "measured"):
+                bisect.insort(self.measured, t, key=lambda x: x.number)
+                self.measured_keys.add(u.get(_A + "key"))
+                lat = u.get(_A + "latency_s")
+                if lat is not None:
+                    self.slowest = lat if self.slowest is None else max(self.slowest, lat)
+                if t.number > self._last_measured:
+                    self._last_measured = t.number
+                    self._wasted = [n for n in self._wasted if n > t.number]
+            elif status in ("invalid", "duplicate") and t.number > self._last_measured:
+                self._wasted.append(t.number)
+        return self
+
+    @property
+    def count(self) -> int:
+        """Trials in the study at the last update."""
+        return self._upto
+
+    @property
+    def waste_streak(self) -> int:
+        """Finished trials since the latest measurement that were a-priori infeasible or duplicates."""
+        return len(self._wasted)
+
+    def live(self) -> list:
+        """Running trials that are measuring (this worker's or others')."""
+        from optuna.trial import TrialState
+
+        return [t for t in self.open
+                if t.state == TrialState.RUNNING and t.user_attrs.get(_A + "status") == "measuring"]
+
+    def seen_keys(self) -> set:
+        """Keys of every trial, finished or not (an open trial may not have chosen its key yet)."""
+        return self.finished_keys | {t.user_attrs.get(_A + "key") for t in self.open}

@@ -14,8 +14,11 @@ from the study and not counted either.
 
 Strategy (``sampler="auto"``):
 
-* ``exhaustive`` when the feasible set has no more points than the budget: every feasible
-  config once, in a seeded order.
+* ``exhaustive`` when the feasible set is known and has no more points than the budget: every
+  feasible config once, in a seeded order: Optuna's BruteForceSampler, trials stopped at the
+  first parameter prefix no feasible config has; or, where that would take more than
+  ``BRUTE_FORCE_LIMIT`` trials (its cost is quadratic in them), the feasible configs drawn in a
+  seeded order by ``LocalSearchSampler``.
 * otherwise ``tpe+local``: Optuna's TPE (``multivariate=True, group=True``, ``constant_liar``,
   10 random start-up trials; a-priori infeasible trials reported as constraint violations)
   explores for the first ``explore_fraction`` = 30 % of the budget (warm-start configs count),
@@ -40,10 +43,24 @@ Strategy (``sampler="auto"``):
   Thompson-sampled pairwise-interaction models over the whole space. GP and CMA-ES need
   scipy / cmaes, which are not project dependencies, so they were not measured.
 
-Resume and many workers. Every trial carries its config key and measurement as user attrs, so
-the study in storage *is* the measurement cache: re-running with the same storage and study
-name continues toward the same budget, and workers sharing an RDB storage never measure one
-config twice (the lowest-numbered live trial for a key owns it; the others wait for its result).
+Sampling stays inside the feasible set: the local search and the fallback for a sampler that
+keeps proposing invalid or measured points draw from the space's feasible configs (a
+recording's configs, the enumerated product, or constraint-checked random draws), not from the
+raw product, so a space whose feasible part is a tiny fraction of its product is still searched.
+
+Shortfall. A search that measures fewer configs than its budget while feasible ones remain, or
+measures nothing at all, says so in ``SearchResult.shortfall`` (None when the budget was spent or
+every feasible config was measured); the commands that run a search print it and exit 1.
+
+Resume and many workers. The loop is Optuna's ``study.optimize``; every trial carries its config
+key and measurement as user attrs, so the study in storage *is* the measurement cache:
+re-running with the same storage and study name continues toward the same budget, and workers
+sharing an RDB storage never measure one config twice (the lowest-numbered live trial for a key
+owns it; the others wait for its result). RDB storages beat a heartbeat for each running trial;
+a trial whose worker died (no heartbeat for a grace period) is failed and retried once by
+Optuna's retry callback, and a worker whose budget is spent by other workers' measurements
+waits for them (or for their retries) before it reports. A measurement interrupted in an
+earlier run (an exception, Ctrl-C) is retried once when the search resumes.
 
 Energy is recorded per trial; the ``policy`` picks the answer among the measured configs.
 
@@ -57,16 +74,17 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import socket
 import time
+import warnings
+from collections import Counter
 from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import BadInput
-from .results import _A, ENERGY_LATENCY_SLACK, POLICIES, SearchResult, _point, pareto_front, select
-from .samplers import SAMPLERS, _has_set_constraint, make_sampler
-from .space import Config, OrderedParam, SearchSpace
-from .storage import _storage, default_storage_url, normalize_storage_url, study_name_for
+from .results import _A, ENERGY_LATENCY_SLACK, POLICIES, SearchResult, TrialIndex, _point, pareto_front, select
+from .samplers import SAMPLERS, LocalSearchSampler, _has_set_constraint, make_sampler
+from .space import ENUMERATE_LIMIT, Config, OrderedParam, SearchSpace
+from .storage import HEARTBEAT_S, _storage, default_storage_url, normalize_storage_url, study_name_for
 
 __all__ = [
     "ENUMERATE_LIMIT", "Measure", "run_search",
@@ -75,14 +93,18 @@ __all__ = [
     # storage.py
     "default_storage_url", "normalize_storage_url", "study_name_for",
     # samplers.py
-    "SAMPLERS", "make_sampler",
+    "SAMPLERS", "LocalSearchSampler", "make_sampler",
     # results.py
     "ENERGY_LATENCY_SLACK", "POLICIES", "SearchResult", "pareto_front", "select",
 ]
 
-ENUMERATE_LIMIT = 200_000  # raw spaces up to this size are enumerated (exhaustive, fallbacks)
-
 Measure = Callable[[Mapping[str, Any]], Sequence[Any]]
+
+# BruteForceSampler rebuilds its tree from every trial at each suggestion (stateless, so workers
+# can share it): its cost is quadratic in the trials. Measured here (4 parameters, all feasible):
+# 256 configs 0.7 s, 1,296 13 s, 4,096 200 s. Exhaustive searches needing more trials than this
+# (feasible configs plus dead prefixes) draw the feasible configs in a seeded order instead.
+BRUTE_FORCE_LIMIT = 500
 
 
 # ------------------------------------------------------------------------------------------
@@ -90,204 +112,132 @@ Measure = Callable[[Mapping[str, Any]], Sequence[Any]]
 
 
 class _Search:
-    def __init__(self, space: SearchSpace, measure: Measure, study, budget: int, kind: str, seed: int | None,
-                 explore_fraction: float, stale_after_s: float, poll_s: float):
+    """One worker's search: ``study.optimize`` with :meth:`objective` as the trial, until the
+    budget is spent, every feasible config is measured, or the sampler finds nothing new."""
+
+    def __init__(self, space: SearchSpace, measure: Measure, study, storage, budget: int, kind: str,
+                 feasible: list[Config] | None, prefixes: set[tuple] | None, stale_after_s: float, poll_s: float):
         self.space, self.measure, self.study, self.budget, self.kind = space, measure, study, budget, kind
-        self.rng = random.Random(seed)
-        self.explore_n = max(1, int(round(explore_fraction * budget))) if kind.endswith("+local") else budget
         self.stale_after_s, self.poll_s = stale_after_s, poll_s
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self._feasible: list[Config] | None = None
-        self.waste_streak = 0
         self.choose_stale_s = min(300.0, stale_after_s)
-        self.radius: int | None = None
-        self.local_top = 3
-        self.niche = 1
-        self.local_order = "mixed"
-        self.ridge = 0.1
+        self.feasible_keys = None if feasible is None else {space.key(c) for c in feasible}
+        self.prefixes = prefixes  # BruteForceSampler: a trial stops at the first prefix not in this set
+        get_interval = getattr(storage, "get_heartbeat_interval", None)
+        self.heartbeat_s = get_interval() if callable(get_interval) else None
+        self._stale_checked = 0.0
+        self._index = TrialIndex()
+        self.stopped_why: str | None = None
 
     # -- what the study already holds ------------------------------------------------------
-    def trials(self):
-        return self.study.get_trials(deepcopy=False)
+    def index(self) -> TrialIndex:
+        return self._index.update(self.study.get_trials(deepcopy=False))
 
-    def measured(self, trials) -> list:
+    def spent(self, index: TrialIndex) -> int:
+        return len(index.measured) + len(index.live())
+
+    def all_feasible_measured(self, index: TrialIndex) -> bool:
+        return self.feasible_keys is not None and self.feasible_keys.issubset(index.measured_keys)
+
+    def finished(self, index: TrialIndex) -> bool:
+        exhausted = getattr(self.study.sampler, "exhausted", None)
+        if exhausted:
+            self.stopped_why = exhausted
+        return len(index.measured) >= self.budget or self.all_feasible_measured(index) or bool(exhausted)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self) -> None:
         from optuna.trial import TrialState
 
-        return [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get(_A + "measured")]
+        while True:
+            index = self.index()
+            if self.finished(index):
+                return
+            waiting = any(t.state == TrialState.WAITING for t in index.open)
+            if self.spent(index) < self.budget or waiting:
+                before = len(index.measured)
+                self.study.optimize(self.objective, callbacks=[self._after_trial], gc_after_trial=False)
+                index = self.index()
+                if len(index.measured) == before and not index.live():
+                    self.stopped_why = self.stopped_why or "the sampler proposed nothing new to measure"
+                    return
+                continue
+            # The rest of the budget is being measured by other workers. Without heartbeats a dead
+            # worker's trial would never be failed, so only an RDB storage waits for them.
+            if not self.heartbeat_s:
+                return
+            time.sleep(self.poll_s)
+            self._fail_stale()
 
-    def spent(self, trials) -> int:
-        from optuna.trial import TrialState
+    def _after_trial(self, study, frozen) -> None:
+        index = self.index()
+        if self.finished(index) or self.spent(index) >= self.budget:
+            study.stop()
 
-        live = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get(_A + "status") == "measuring"]
-        return len(self.measured(trials)) + len(live)
+    def _fail_stale(self) -> None:
+        """Fail trials whose worker stopped beating (Optuna retries them), at most once a beat."""
+        if not self.heartbeat_s or time.monotonic() - self._stale_checked < self.heartbeat_s:
+            return
+        import optuna
 
-    def feasible_set(self) -> list[Config] | None:
-        if self._feasible is None and self.space.size() <= ENUMERATE_LIMIT:
-            self._feasible = [c for c in self.space.enumerate() if self.space.check(c) is None]
-        return self._feasible
-
-    # -- proposals beyond the sampler ------------------------------------------------------
-    def propose(self, trials) -> Config | None | bool:
-        """A config to enqueue instead of asking the sampler; None: ask the sampler; False:
-        nothing feasible is left unmeasured."""
-        seen = {t.user_attrs.get(_A + "key") for t in trials}
-        if self.kind == "exhaustive":
-            return self._unseen_random(seen) or False
-        n = len(self.measured(trials))
-        if n >= self.explore_n:
-            return self._local(trials, seen) or self._unseen_random(seen) or False
-        if self.waste_streak >= 20:  # the sampler keeps proposing known or invalid points
-            return self._unseen_random(seen) or False
-        return None
-
-    def _unseen_random(self, seen) -> Config | None:
-        feas = self.feasible_set()
-        if feas is None:
-            for _ in range(1000):
-                c = {p.name: self.rng.choice(p.values) for p in self.space.params}
-                if self.space.key(c) not in seen and self.space.check(c) is None:
-                    return c
-            return None
-        if not hasattr(self, "_order"):
-            self._order = list(feas)
-            self.rng.shuffle(self._order)
-        return next((c for c in self._order if self.space.key(c) not in seen), None)
-
-    def _local(self, trials, seen) -> Config | None:
-        """Best-first local search around the best configs (the seeds).
-
-        ``distance`` order: steps of size 1 around the ``local_top`` seeds come before steps of
-        size 2 around any of them, and so on, so the search refines near the incumbent first
-        and only then jumps along a parameter over values that are worse in between.
-        ``model`` order: among all configs one parameter away from a seed (any step), the one
-        an additive model of log-latency fitted to the measurements rates fastest.
-        ``mixed`` alternates the two.
-        """
-        ranked = sorted((p for p in map(_point, self.measured(trials)) if p["latency_s"] is not None),
-                        key=lambda p: p["latency_s"])
-        reach = self.radius or max((len(p.values) for p in self.space.free), default=1)
-        seeds: list[dict] = []  # the best configs that differ from each other in several params
-        for p in ranked:
-            if len(seeds) >= self.local_top:
-                break
-            if all(_hamming(p["config"], q["config"]) >= self.niche for q in seeds):
-                seeds.append(p)
-        use_model = self.local_order == "model" or (  # "mixed": every other local-phase proposal
-            self.local_order == "mixed" and len(ranked) % 2 == 0)
-        if use_model:
-            cands, keys = [], set()
-            for p in seeds:
-                for c in self.space.neighbours(p["config"], self.radius):
-                    k = self.space.key(c)
-                    if k not in seen and k not in keys and self.space.check(c) is None:
-                        keys.add(k)
-                        cands.append(c)
-            if cands:
-                return self._model_pick(ranked, cands)
-        for d in range(1, reach + 1):
-            for p in seeds:
-                for c in self.space.neighbours(p["config"], d, exact=True):
-                    k = self.space.key(c)
-                    if k not in seen and self.space.check(c) is None:
-                        return c
-                    seen.add(k)
-        for p in ranked[self.local_top:]:
-            for c in self.space.neighbours(p["config"], 1):
-                k = self.space.key(c)
-                if k not in seen and self.space.check(c) is None:
-                    return c
-                seen.add(k)
-        return None
-
-    def _model_pick(self, ranked, cands):
-        """The candidate an additive model of log-latency (ridge, one-hot values) rates fastest."""
-        import numpy as np
-
-        free = self.space.free
-        offs = np.cumsum([0] + [len(p.values) for p in free])
-
-        def onehot(cfgs):
-            x = np.zeros((len(cfgs), int(offs[-1]) + 1))
-            x[:, -1] = 1.0
-            for j, p in enumerate(free):
-                for i, c in enumerate(cfgs):
-                    x[i, offs[j] + p.values.index(c[p.name])] = 1.0
-            return x
-
-        xa = onehot([p["config"] for p in ranked])
-        y = np.log([p["latency_s"] for p in ranked])
-        w = np.linalg.solve(xa.T @ xa + self.ridge * np.eye(xa.shape[1]), xa.T @ (y - y.mean()))
-        pred = onehot(cands) @ w
-        return cands[int(np.argmin(pred))]
+        self._stale_checked = time.monotonic()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)
 
     # -- one trial -------------------------------------------------------------------------
-    def step(self) -> bool:
-        """Run one trial; False when the budget is spent (or nothing is left to measure)."""
-        from optuna.trial import TrialState
+    def objective(self, trial) -> float:
+        import optuna
 
-        trials = self.trials()
-        if self.spent(trials) >= self.budget:
-            return False
-        if not any(t.state == TrialState.WAITING for t in trials):
-            c = self.propose(trials)
-            if c is False:
-                return False  # every feasible config has been measured
-            if c is not None:
-                self.study.enqueue_trial(self.space.codes(c), user_attrs={_A + "key": self.space.key(c)})
-        trial = self.study.ask()
-        try:
-            trial.set_user_attr(_A + "worker", self.worker)
-            config = {p.name: p.values[0] for p in self.space.params if len(p.values) == 1}
-            for p in self.space.free:
-                lo, hi = p.code_range()
-                config[p.name] = p.decode(trial.suggest_int(p.optuna_name, lo, hi))
-            config = {p.name: config[p.name] for p in self.space.params}
-            key = self.space.key(config)
-            trial.set_user_attr(_A + "key", key)
-            trial.set_user_attr(_A + "config", config)
-            reason = self.space.check(config)
-            if reason is not None:
-                self._tell(trial, None, None, False, f"constraint: {reason}", measured=False, status="invalid")
-                self.waste_streak += 1
-                return True
-            owner = self._owner(trial.number, key)
-            if owner == "over-budget":
-                trial.set_user_attr(_A + "status", "over-budget")
-                self.study.tell(trial, state=TrialState.PRUNED)
-                return False
-            if owner is not None:
-                p = _point(owner)
-                trial.set_user_attr(_A + "duplicate_of", owner.number)
-                self._tell(trial, p["latency_s"], p["energy_j"], p["feasible"], p["reason"], measured=False,
-                           status="duplicate")
-                self.waste_streak += 1
-                return True
-            trial.set_user_attr(_A + "status", "measuring")
-            out = tuple(self.measure(dict(config)))
-            lat, energy = out[0], out[1] if len(out) > 1 else None
-            why = out[2] if len(out) > 2 else None
-            ok = lat is not None and math.isfinite(float(lat))
-            self._tell(trial, float(lat) if ok else None, float(energy) if ok and energy is not None else None,
-                       ok, None if ok else (why or "measurement failed"), measured=True, status="measured")
-            self.waste_streak = 0
-            return True
-        except BaseException:
-            if self.study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING:
-                self.study.tell(trial, state=TrialState.FAIL)
-            raise
+        trial.set_user_attr(_A + "worker", self.worker)
+        config = {p.name: p.values[0] for p in self.space.params if len(p.values) == 1}
+        free = self.space.free
+        for i, p in enumerate(free):
+            lo, hi = p.code_range()
+            config[p.name] = p.decode(trial.suggest_int(p.optuna_name, lo, hi))
+            prefix = tuple(config[q.name] for q in free[:i + 1])
+            if self.prefixes is not None and i < len(free) - 1 and prefix not in self.prefixes:
+                trial.set_user_attr(_A + "config", dict(config))
+                values = ", ".join(f"{q.name}={v}" for q, v in zip(free, prefix))
+                return self._finish(trial, None, None, False, f"constraint: no feasible config has {values}",
+                                    measured=False, status="invalid")
+        config = {p.name: config[p.name] for p in self.space.params}
+        key = self.space.key(config)
+        trial.set_user_attr(_A + "key", key)
+        trial.set_user_attr(_A + "config", config)
+        reason = self.space.check(config)
+        if reason is not None:
+            return self._finish(trial, None, None, False, f"constraint: {reason}", measured=False, status="invalid")
+        owner = self._owner(trial.number, key)
+        if owner == "over-budget":
+            trial.set_user_attr(_A + "status", "over-budget")
+            self.study.stop()
+            raise optuna.TrialPruned("the budget is spent")
+        if owner is not None:
+            p = _point(owner)
+            trial.set_user_attr(_A + "duplicate_of", owner.number)
+            return self._finish(trial, p["latency_s"], p["energy_j"], p["feasible"], p["reason"], measured=False,
+                                status="duplicate")
+        trial.set_user_attr(_A + "status", "measuring")
+        out = tuple(self.measure(dict(config)))
+        lat, energy = out[0], out[1] if len(out) > 1 else None
+        why = out[2] if len(out) > 2 else None
+        ok = lat is not None and math.isfinite(float(lat))
+        return self._finish(trial, float(lat) if ok else None, float(energy) if ok and energy is not None else None,
+                            ok, None if ok else (why or "measurement failed"), measured=True, status="measured")
 
-    def _tell(self, trial, lat, energy, feasible, reason, *, measured: bool, status: str) -> None:
+    def _finish(self, trial, lat, energy, feasible, reason, *, measured: bool, status: str) -> float:
+        """Record the outcome on the trial; the value Optuna is told."""
         for k, v in (("latency_s", lat), ("energy_j", energy), ("feasible", feasible), ("reason", reason),
                      ("measured", measured), ("status", status)):
             trial.set_user_attr(_A + k, v)
         if _has_set_constraint():
             trial.set_constraint("feasible", 0.0 if feasible else 1.0)
-        if lat is None:  # infeasible: the constraint tells TPE; the value only keeps others sane
-            done = [p["latency_s"] for p in map(_point, self.measured(self.trials())) if p["latency_s"] is not None]
-            lat_value = max(done) if done else 1.0
-        else:
-            lat_value = lat
-        self.study.tell(trial, lat_value)
+        if lat is not None:
+            return lat
+        # infeasible: the constraint tells TPE; the value only keeps others sane
+        slowest = self.index().slowest
+        return 1.0 if slowest is None else slowest
 
     def _owner(self, number: int, key: str):
         """The trial that measures ``key`` (None: this one), or "over-budget".
@@ -299,7 +249,7 @@ class _Search:
         from optuna.trial import TrialState
 
         while True:
-            trials = self.trials()
+            trials = self.study.get_trials(deepcopy=False)
             lower = [t for t in trials if t.number < number and t.state not in (TrialState.FAIL, TrialState.PRUNED)]
             now = time.time()
 
@@ -315,14 +265,9 @@ class _Search:
                 first = min(same, key=lambda t: t.number)
                 if first.state == TrialState.COMPLETE:
                     return first
-                if first.state == TrialState.RUNNING and first.user_attrs.get(_A + "status") == "measuring":
-                    time.sleep(self.poll_s)
-                    continue
-            if choosing:
+            if same or choosing:  # the owner is measuring or waits to be run, or a lower trial is choosing
                 time.sleep(self.poll_s)
-                continue
-            if same:  # the owner is waiting to be run (an enqueued trial)
-                time.sleep(self.poll_s)
+                self._fail_stale()
                 continue
             spent = sum(1 for t in lower if t.user_attrs.get(_A + "measured")
                         or (t.state == TrialState.RUNNING and t.user_attrs.get(_A + "status") == "measuring"))
@@ -334,14 +279,16 @@ def run_search(space: SearchSpace, measure: Measure, *, budget: int, study_name:
                default_config: Mapping[str, Any] | None = None, warm_start: Sequence[Mapping[str, Any]] = (),
                explore_fraction: float = 0.3, n_startup_trials: int = 10, local_radius: int | None = None,
                local_top: int = 3, local_niche: int = 2, local_order: str = "mixed", ridge: float = 0.1,
-               stale_after_s: float = 3600.0, poll_s: float = 0.05) -> SearchResult:
+               stale_after_s: float = 3600.0, poll_s: float = 0.05, heartbeat_s: int | None = HEARTBEAT_S
+               ) -> SearchResult:
     """Spend up to ``budget`` measurements finding the best config; see the module docstring.
 
     ``storage``: an Optuna storage object, an RDB URL (``sqlite:///…``, ``postgresql://…``),
     ``":memory:"``, or None for :func:`default_storage_url`. Re-running with the same storage
     and ``study_name`` resumes; ``budget`` is the total, trials already measured count.
     ``warm_start``: configs enqueued first (after ``default_config``) in a fresh study, e.g.
-    the nearest known SKU's top configs.
+    the nearest known SKU's top configs. ``heartbeat_s``: the heartbeat interval of a storage
+    opened from a URL (a trial without a beat for 4× that is failed and retried; None: off).
     """
     import optuna
 
@@ -351,15 +298,29 @@ def run_search(space: SearchSpace, measure: Measure, *, budget: int, study_name:
         raise BadInput(f"unknown policy {policy!r}; expected one of {POLICIES}")
     if sampler not in SAMPLERS:
         raise BadInput(f"unknown sampler {sampler!r}; expected one of {SAMPLERS}")
+    feasible = space.feasible_configs()
     kind = sampler
     if kind == "auto":
-        feas = None if space.size() > ENUMERATE_LIMIT else sum(space.check(c) is None for c in space.enumerate())
-        kind = "exhaustive" if feas is not None and feas <= budget else "tpe+local"
-    study = optuna.create_study(study_name=study_name, storage=_storage(storage), direction="minimize",
-                                sampler=make_sampler(kind, seed, n_startup_trials), load_if_exists=True)
-    search = _Search(space, measure, study, budget, kind, seed, explore_fraction, stale_after_s, poll_s)
-    search.radius, search.local_top, search.niche = local_radius, local_top, local_niche
-    search.local_order, search.ridge = local_order, ridge
+        kind = "exhaustive" if feasible is not None and len(feasible) <= budget else "tpe+local"
+    prefixes, tree_trials = (None, 0)
+    if kind == "exhaustive" and feasible is not None:
+        prefixes, tree_trials = _prefix_tree(space, feasible)
+    if prefixes is not None and tree_trials <= BRUTE_FORCE_LIMIT:
+        base = make_sampler(kind, seed, n_startup_trials)  # BruteForceSampler
+    else:
+        prefixes = None
+        if kind == "exhaustive":  # every feasible config once, in a seeded order, without BruteForceSampler's tree
+            explore_n, draws, inner = budget, True, make_sampler("random", seed)
+        else:
+            explore_n = max(1, int(round(explore_fraction * budget))) if kind.endswith("+local") else budget
+            draws, inner = kind.startswith("random"), make_sampler(kind, seed, n_startup_trials)
+        base = LocalSearchSampler(space, inner, explore_n=explore_n, feasible=feasible, seed=seed, local_top=local_top,
+                                  niche=local_niche, radius=local_radius, order=local_order, ridge=ridge,
+                                  explore_by_draws=draws)
+    store = _storage(storage, heartbeat_s)
+    study = optuna.create_study(study_name=study_name, storage=store, direction="minimize", sampler=base,
+                                load_if_exists=True)
+    search = _Search(space, measure, study, store, budget, kind, feasible, prefixes, stale_after_s, poll_s)
     _fail_orphans(study)
     if not study.get_trials(deepcopy=False) and kind != "exhaustive":
         for c in ([default_config] if default_config else []) + list(warm_start):
@@ -367,24 +328,52 @@ def run_search(space: SearchSpace, measure: Measure, *, budget: int, study_name:
             if c is None or space.check(c) is not None:
                 continue  # a warm-start config outside this space or its constraint costs nothing
             study.enqueue_trial(space.codes(c), user_attrs={_A + "key": space.key(c)}, skip_if_exists=True)
-    while search.step():
-        pass
+    _retry_interrupted(study, space)
+    search.run()
     return _result(search, study_name, kind, policy)
 
 
-def _hamming(a: Mapping[str, Any], b: Mapping[str, Any]) -> int:
-    return sum(a[k] != b[k] for k in a)
+def _prefix_tree(space: SearchSpace, feasible: list[Config]) -> tuple[set[tuple], int]:
+    """The parameter prefixes (in ``space.free`` order, all but the full length) some feasible
+    config has, and the trials an exhaustive search with them takes: one per feasible config
+    plus one per dead prefix (a prefix no feasible config has, one value past a live one)."""
+    names = [p.name for p in space.free]
+    levels = [{tuple(c[n] for n in names[:i]) for c in feasible} for i in range(len(names) + 1)]
+    dead = sum(len(levels[i]) * len(space.free[i].values) - len(levels[i + 1]) for i in range(len(names)))
+    return set().union(*levels[1:-1]), len(feasible) + dead
 
 
 def _fail_orphans(study) -> None:
-    """Mark FAIL the running trials left by dead processes of this host (a crashed earlier run)."""
+    """Mark FAIL the running trials left by dead processes of this host (a crashed earlier run) at
+    once; heartbeats find dead workers on other hosts, after a grace period."""
     from optuna.trial import TrialState
 
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         h, _, pid = str(t.user_attrs.get(_A + "worker", "")).rpartition(":")
         if h == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+            try:
+                study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            except RuntimeError:  # BruteForceSampler's after_trial stops a finished tree: only optimize may stop
+                pass              # (the trial is failed all the same: tell stores the state in a finally)
+
+
+def _retry_interrupted(study, space: SearchSpace) -> None:
+    """Enqueue again, once, each config whose measurement failed without a result (an exception,
+    Ctrl-C, a dead worker) and that no other trial has measured or holds."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    held = {t.user_attrs.get(_A + "key") for t in trials if t.state != TrialState.FAIL}
+    failed = Counter(t.user_attrs.get(_A + "key") for t in trials
+                     if t.state == TrialState.FAIL and t.user_attrs.get(_A + "status") == "measuring")
+    for t in trials:
+        key = t.user_attrs.get(_A + "key")
+        if t.state == TrialState.FAIL and key in failed and failed[key] == 1 and key not in held:
+            config = t.user_attrs.get(_A + "config")
+            if config and all(p.name in config for p in space.params):
+                study.enqueue_trial(space.codes(config), user_attrs={_A + "key": key})
+                held.add(key)
 
 
 def _alive(pid: int) -> bool:
@@ -398,11 +387,32 @@ def _alive(pid: int) -> bool:
 
 
 def _result(search: _Search, study_name: str, kind: str, policy: str) -> SearchResult:
-    trials = search.trials()
-    points = [_point(t) for t in sorted(search.measured(trials), key=lambda t: t.number)]
+    index = search.index()
+    points = [_point(t) for t in index.measured]
     best, note = select(points, policy)
     return SearchResult(
         best_config=best["config"] if best else None, best_latency_s=best["latency_s"] if best else None,
         best_energy_j=best["energy_j"] if best else None, policy=policy, sampler=kind,
-        trials_used=len(points), optuna_trials=len(trials), study_name=study_name,
-        pareto_front=pareto_front(points), measurements=points, note=note)
+        trials_used=len(points), optuna_trials=index.count, study_name=study_name,
+        pareto_front=pareto_front(points), measurements=points, note=note, budget=search.budget,
+        shortfall=_shortfall(search, index))
+
+
+def _shortfall(search: _Search, index: TrialIndex) -> str | None:
+    """Why fewer configs than the budget were measured while feasible ones remain, or none at
+    all; None when the budget was spent, every feasible config was measured, or other workers
+    are still measuring the rest."""
+    used, live = len(index.measured), index.live()
+    if used + len(live) >= search.budget:
+        return None
+    left = ""
+    if search.feasible_keys is not None:
+        if not search.feasible_keys:
+            return f"measured nothing: no config of the space's {search.space.size()} passes its constraint"
+        covered = index.measured_keys | {t.user_attrs.get(_A + "key") for t in live}
+        unmeasured = len(search.feasible_keys - covered)
+        if not unmeasured:
+            return None
+        left = f"; {unmeasured} feasible configs were left unmeasured"
+    head = "measured nothing" if used == 0 else f"measured {used} of the {search.budget} configs asked"
+    return f"{head}: {search.stopped_why or 'the search stopped early'}{left}"

@@ -5,18 +5,28 @@ consecutive powers of two, else by index), so that neighbouring codes are neighb
 :class:`SearchSpace` holds the parameters and an a-priori ``constraint(config) -> reason |
 None``; it keys, fingerprints, enumerates configs and yields a config's neighbours one
 parameter away (the local search of ``search.py`` walks them). Re-exported by ``search.py``.
+
+The feasible set. Real spaces are mostly infeasible once constraints prune them (a recorded
+Kernel Tuner space can list 10^7 raw configs and record a few thousand), so the search draws
+from the feasible configs, never from the raw product: ``candidates`` when the space knows
+them (a recording's configs), else the enumerated product when it has at most
+``ENUMERATE_LIMIT`` points, else random draws that the constraint accepts
+(:meth:`SearchSpace.draw_feasible`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..errors import BadInput
 
 Config = dict[str, Any]
+
+ENUMERATE_LIMIT = 200_000  # raw products up to this size are enumerated to find the feasible set
+DRAW_TRIES = 100_000       # random draws per feasible config sought in a product too large to enumerate
 
 
 @dataclass(frozen=True)
@@ -62,14 +72,21 @@ class OrderedParam:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Ordered parameters plus an a-priori constraint ``constraint(config) -> reason | None``."""
+    """Ordered parameters plus an a-priori constraint ``constraint(config) -> reason | None``.
+
+    ``candidates``: every config that can pass the constraint, when known in advance (a
+    recording's configs); the search samples among them instead of the raw product.
+    """
 
     params: tuple[OrderedParam, ...]
     constraint: Callable[[Mapping[str, Any]], str | None] | None = None
+    candidates: tuple[Config, ...] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Sequence[Any]], constraint=None) -> "SearchSpace":
-        return cls(tuple(OrderedParam(n, tuple(v)) for n, v in values.items()), constraint)
+    def from_values(cls, values: Mapping[str, Sequence[Any]], constraint=None,
+                    candidates: Iterable[Mapping[str, Any]] | None = None) -> "SearchSpace":
+        return cls(tuple(OrderedParam(n, tuple(v)) for n, v in values.items()), constraint,
+                   None if candidates is None else tuple(dict(c) for c in candidates))
 
     @classmethod
     def from_tuning_space(cls, tuning_space, case_params: Mapping[str, Any]) -> "SearchSpace":
@@ -104,6 +121,25 @@ class SearchSpace:
 
         names = [p.name for p in self.params]
         return [dict(zip(names, vs)) for vs in itertools.product(*(p.values for p in self.params))]
+
+    def feasible_configs(self, limit: int = ENUMERATE_LIMIT) -> list[Config] | None:
+        """Every config that passes the constraint, or None when that set is not known and the
+        raw product is too large to enumerate (more than ``limit`` points)."""
+        if self.candidates is not None:
+            return [{p.name: c[p.name] for p in self.params} for c in self.candidates if self.check(c) is None]
+        if self.size() <= limit:
+            return [c for c in self.enumerate() if self.check(c) is None]
+        return None
+
+    def draw_feasible(self, rng, seen: set[str], tries: int = DRAW_TRIES) -> Config | None:
+        """A random config that passes the constraint and whose key is not in ``seen``, by
+        rejection over the raw product (for spaces whose feasible set is not known); None
+        after ``tries`` draws."""
+        for _ in range(tries):
+            c = {p.name: rng.choice(p.values) for p in self.params}
+            if self.key(c) not in seen and self.check(c) is None:
+                return c
+        return None
 
     def neighbours(self, config: Mapping[str, Any], radius: int | None = None, exact: bool = False) -> Iterable[Config]:
         """Configs differing from ``config`` in one parameter, nearest steps first.

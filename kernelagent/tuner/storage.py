@@ -4,16 +4,27 @@ The default storage (SQLite under the user cache dir), opening a storage from an
 URL or ``":memory:"`` (retrying the schema race between workers, serialising SQLite
 transactions, picking the installed PostgreSQL driver, redacting credentials in errors), and
 the ``op/sku/dtype/bucket[/space-…]`` study names. Re-exported by ``search.py``.
+
+Dead workers. A storage opened from a URL beats Optuna's heartbeat for every running trial
+(``heartbeat_interval``); a trial with no beat for ``GRACE_BEATS`` intervals is failed and
+enqueued again once by Optuna's retry callback, so a worker that died mid-measurement does not
+hold its config (or the budget slot) for ever.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
+import warnings
 from pathlib import Path
 
 from ..errors import BadInput, EnvironmentProblem
 from .space import SearchSpace
+
+HEARTBEAT_S = 30   # seconds between a running trial's heartbeats
+GRACE_BEATS = 4    # heartbeats missed before a trial's worker counts as dead
+RETRIES = 1        # times a dead worker's trial is run again
 
 
 def default_storage_url() -> str:
@@ -29,7 +40,7 @@ def study_name_for(op: str, sku: str, dtype: str, bucket: str, space: SearchSpac
     return f"{name}/space-{space.fingerprint()}" if space is not None else name
 
 
-def _storage(storage):
+def _storage(storage, heartbeat_s: int | None = HEARTBEAT_S):
     import optuna
 
     if storage is None:
@@ -41,8 +52,11 @@ def _storage(storage):
         sqlite = storage.startswith("sqlite")
         for attempt in range(3):
             try:
-                rdb = optuna.storages.RDBStorage(
-                    storage, engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+                    rdb = optuna.storages.RDBStorage(
+                        storage, engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None,
+                        **_heartbeat_kwargs(heartbeat_s))
                 break
             except Exception as e:  # bad URL, missing driver, unreachable server
                 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -60,6 +74,24 @@ def _storage(storage):
             _serialize_sqlite(rdb.engine)
         return rdb
     return storage
+
+
+def _heartbeat_kwargs(heartbeat_s: int | None) -> dict:
+    """RDBStorage's heartbeat arguments, with Optuna's retry callback for stale trials."""
+    if not heartbeat_s:
+        return {}
+    import optuna
+
+    # Optuna 4.9 renamed RetryFailedTrialCallback (and failed_trial_callback); the old names remain until 6.0.
+    retry = (getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None)
+             or optuna.storages.RetryFailedTrialCallback)
+    params = inspect.signature(optuna.storages.RDBStorage).parameters
+    arg = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        callback = retry(max_retry=RETRIES)
+    beat = max(1, int(heartbeat_s))
+    return {"heartbeat_interval": beat, "grace_period": GRACE_BEATS * beat, arg: callback}
 
 
 def normalize_storage_url(url: str) -> str:

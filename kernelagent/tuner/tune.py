@@ -82,6 +82,7 @@ class TuneResult:
     kernel_sha256: str | None = None
     variant_origin: str = "shipped"
     variants: list = field(default_factory=list)   # every variant tried: verified, latency, config, note
+    shortfall: str | None = None          # a search measured fewer configs than asked while feasible ones remained
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -248,6 +249,7 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
                                        seed=seed, policy=policy, trials=trials, storage=storage,
                                        verify_examples=verify_examples, library_dir=library_dir, progress=progress))
         res = _choose(tried)
+        res.shortfall = "; ".join(f"{t.variant}: {t.shortfall}" for t in tried if t.shortfall) or None
         # The baseline is what dispatch runs without an entry (kernel.py, default config), by the
         # same backend: measured in kernel.py's own search when it ran, else once on its own.
         baseline = next((t.default_latency_us for t in tried if t.variant == "kernel" and t.default_latency_us), None)
@@ -327,7 +329,7 @@ def _tune_variant(task: TuneTask, v, spec, call, sku, default: dict, *, backend,
         res = TuneResult(op=task.op, sku=sku.id, dtype=task.dtype, bucket=task.bucket, backend=backend,
                          measured=backend != "model", policy=policy, sampler=sr.sampler,
                          trials_used=sr.trials_used, study=study, pareto_front=sr.pareto_front, note=sr.note,
-                         variant=v.name, kernel_sha256=v.sha256, variant_origin=v.origin)
+                         shortfall=sr.shortfall, variant=v.name, kernel_sha256=v.sha256, variant_origin=v.origin)
         ranked = sorted((m for m in sr.measurements if m.get("latency_s") is not None), key=lambda m: m["latency_s"])
         if v.name == "kernel" and fits:
             default_key = space.key(default)
@@ -443,6 +445,11 @@ def summary_lines(results: Sequence[TuneResult]) -> list[str]:
     if kept_default:
         out.append(f"{len(kept_default)} row(s) keep the op's default config: the predicted gain is within the "
                    "model's uncertainty (--min-predicted-gain).")
+    short = [r for r in results if r.shortfall]
+    if short:
+        r = short[0]
+        out.append(f"SHORTFALL: {len(short)} row(s) measured fewer configs than --trials asked while feasible ones "
+                   f"remained (`shortfall` in --json); {r.op} {r.dtype} {json.dumps(r.bucket)}: {r.shortfall}")
     failed = [r for r in results if not r.verified]
     if failed:
         out.append(f"{len(failed)} row(s) had no config that the harness verified (see verify_detail in --json).")
