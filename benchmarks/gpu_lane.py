@@ -13,7 +13,9 @@ Steps, in order (each with an estimated and a maximum duration):
 4. ``compile``     the static compile report of matmul and attention for this GPU's SKU;
 5. ``tune``        two ops tuned with ``--measure gpu --policy energy`` (latency and energy),
                    written to a library under the output folder (its study in ``tune.db``);
-6. ``summary``     ``summary.md`` (a Markdown table for docs/BENCHMARKS.md) and ``lane.json``.
+6. ``decoder``     joules and seconds per token of a Llama-style layer, library vs eager
+                   (``benchmarks/bench_decoder.py``);
+7. ``summary``     ``summary.md`` (a Markdown table for docs/BENCHMARKS.md) and ``lane.json``.
 
 The budget is enforced: a step starts only if its estimate fits in what is left, runs with a
 timeout of what is left (at most its maximum), and a step that does not fit is skipped and
@@ -129,15 +131,21 @@ def steps() -> list[Step]:
                   "sys.exit(0 if all(v.get('verified') for v in res.values()) else 1)\n")
         return _py("-c", script)
 
+    def decoder(out: Path, allowed: float) -> list[str]:
+        return _py(str(REPO / "benchmarks" / "bench_decoder.py"), "--train", "--seq", "2048", "--window-s", "2",
+                   "--budget-s", f"{allowed:.0f}", "--out", str(out / "decoder.json"))
+
     # Correctness first (tests, re-verification), then performance: a short lease that runs out
     # still says whether the kernels are right on this GPU.
     return [
         Step("gpu-tests", "the gpu-marked tests, 120 s per test", 120, 240, argv=gpu_tests),
         Step("reverify", "every shipped kernel re-verified on CUDA", 80, 150, argv=reverify),
-        Step("bench-ops", "every op vs PyTorch eager + measured roofline, fallbacks flagged", 100, 180, argv=bench),
+        Step("bench-ops", "every op vs PyTorch eager + measured roofline, fallbacks flagged", 80, 180, argv=bench),
         Step("compile", "static compile of matmul and attention for this GPU (wgmma, TMA, spills)", 30, 90,
              argv=compile_report),
         Step("tune", f"tune {', '.join(TUNE_OPS)} with --measure gpu --policy energy", 120, 180, argv=tune),
+        Step("decoder", "joules and seconds per token of a Llama-3-8B-shaped layer: library vs eager", 45, 120,
+             argv=decoder),
         Step("summary", "summary.md (table for docs/BENCHMARKS.md) and lane.json", 2, 10, run=_summary),
     ]
 
