@@ -20,6 +20,7 @@ import torch
 
 from ..errors import BadInput
 from ..kernels.spec import DISTRIBUTIONS, Call, Case, Tolerance, generator, values
+from kernelagent.kernels._parse import parse
 
 PROBLEM_TOLERANCE = Tolerance(ulps=8.0, torch_factor=4.0, reduction_length=None)
 
@@ -59,7 +60,7 @@ class ProblemTarget:
         if "\x00" in src:  # valid UTF-8 still, but no Python source holds NUL bytes
             raise BadInput(f"problem file {path} is a binary file (it holds NUL bytes), not Python source")
         try:
-            tree = ast.parse(src, filename=str(path))
+            tree = parse(src, filename=str(path))
         except (SyntaxError, ValueError) as e:
             line = getattr(e, "lineno", None)
             raise BadInput(f"problem file {path} does not parse: {getattr(e, 'msg', e)}"

@@ -22,6 +22,7 @@ from .allowlist import (ALLOWED_BUILTINS, ALLOWED_CONTEXTS, ALLOWED_DECORATORS, 
                         DENIED_TRITON_KWARGS, JIT_BUILTINS, JIT_DECORATORS, Unresolved, jit_value_attrs, resolve,
                         value_attr_problem)
 from .verdict import Reason
+from kernelagent.kernels._parse import parse
 
 _FORBIDDEN_STATEMENTS = {
     ast.Global: "global statements (state kept across calls)",
@@ -39,7 +40,7 @@ def check_candidate(source: str, entry: str | None = None, *, model_class: str |
     files, the class to define (``ModelNew``).
     """
     try:
-        tree = ast.parse(source)
+        tree = parse(source)
         table = symtable.symtable(source, "candidate", "exec")
     except SyntaxError as e:
         return [(Reason.IMPORT_ERROR.value, f"does not parse: {e.msg} at line {e.lineno}")]

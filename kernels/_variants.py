@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .registry import KERNELS_DIR, kernel_path
+from ._parse import parse
 
 DEFAULT_VARIANT = "kernel"
 VARIANT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
@@ -70,7 +71,7 @@ def literal_tuning_space(source: str) -> dict | None:
     """A literal module-level ``TUNING_SPACE = {name: [values…]}`` in ``source``, or None.
     Raises ``ValueError`` for one that is not a literal dict of non-empty lists."""
     try:
-        tree = ast.parse(source)
+        tree = parse(source)
     except SyntaxError:
         return None
     for node in tree.body:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, read_text_file
+from ..kernels._parse import parse
 
 MAX_EXAMPLE_CHARS = 7000
 MAX_EXAMPLES = 2
@@ -48,7 +49,7 @@ def _read(path: Path) -> str:
 
 def _check_problem(source: str, path: str) -> None:
     try:
-        tree = ast.parse(source)
+        tree = parse(source)
     except (SyntaxError, ValueError) as e:
         raise BadInput(f"{path}: the problem file does not parse ({e})") from None
     names = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}

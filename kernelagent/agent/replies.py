@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+from ..kernels._parse import parse
 
 MAX_SOURCE_CHARS = 100_000
 MAX_TUNING_PARAMS = 8
@@ -65,7 +66,7 @@ def _blocks(text: str) -> list[_Block]:
 
 def _defines(source: str, entry: str) -> bool:
     try:
-        tree = ast.parse(source)
+        tree = parse(source)
     except (SyntaxError, ValueError):
         return re.search(rf"^(def|class)\s+{re.escape(entry)}\b", source, re.M) is not None
     return any(isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.name == entry for n in tree.body)
@@ -166,7 +167,7 @@ def extract(text: str | None, *, entry: str, finish_reason: str | None = None) -
 
 def _parses(text: str) -> bool:
     try:
-        ast.parse(text)
+        parse(text)
         return True
     except (SyntaxError, ValueError):
         return False
@@ -175,7 +176,7 @@ def _parses(text: str) -> bool:
 def syntax_feedback(source: str) -> str | None:
     """The SyntaxError with its line, for the model; None when the source parses."""
     try:
-        ast.parse(source)
+        parse(source)
         return None
     except (SyntaxError, ValueError) as e:
         msg = getattr(e, "msg", None) or str(e)
@@ -191,7 +192,7 @@ def syntax_feedback(source: str) -> str | None:
 def static_profile(source: str) -> dict[str, Any]:
     """What the kernel source does, counted from its AST (no execution): for analysis and ranking."""
     try:
-        tree = ast.parse(source)
+        tree = parse(source)
     except (SyntaxError, ValueError):
         return {}
     kernels, loads, stores, loops, dots, atomics, autotuned = [], 0, 0, 0, 0, 0, False

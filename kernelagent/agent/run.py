@@ -13,6 +13,7 @@ import os
 import secrets
 import sqlite3
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,8 +93,15 @@ class RunResult:
                 "resumed": self.resumed, "db": self.db}
 
 
+_PRINT_LOCK = threading.Lock()
+
+
 def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    # One write per line under a lock: parallel candidates report from their own threads, and
+    # print()'s separate writes of the text and the newline interleaved their lines.
+    with _PRINT_LOCK:
+        sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
 
 
 def _new_run_id() -> str:
