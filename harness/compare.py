@@ -56,7 +56,8 @@ def compare(out: torch.Tensor, ref64: torch.Tensor, native: torch.Tensor | None,
         idx = _first_index(bad_fin)
         return Comparison(False, "nonfinite", math.inf,
                           f"{int(bad_fin.sum())} of {o.numel()} outputs are non-finite where the reference is "
-                          f"finite; first at index {idx}: got {o[idx].item()}, expected {r[idx].item():.6g}")
+                          f"finite; first at index {idx}: got {o[idx].item()}, expected {r[idx].item():.6g}"
+                          + _pattern(o, r, bad_fin))
     # Where the reference itself is non-finite the candidate must agree exactly (same inf/nan).
     both_nonfin = ~fin_r
     if bool(both_nonfin.any()):
@@ -77,7 +78,15 @@ def compare(out: torch.Tensor, ref64: torch.Tensor, native: torch.Tensor | None,
     return Comparison(False, "mismatch", worst,
                       f"{n_bad} of {o.numel()} outputs over budget; worst at index {idx}: got {o[idx].item():.6g}, "
                       f"expected {r[idx].item():.6g} (|err| {err[idx].item():.3g} vs allowed "
-                      f"{allowed[idx].item():.3g}, {worst:.3g}× the budget)")
+                      f"{allowed[idx].item():.3g}, {worst:.3g}× the budget)" + _pattern(o, r, ~ok_mask))
+
+
+def _pattern(o: torch.Tensor, r: torch.Tensor, bad: torch.Tensor) -> str:
+    """Where the output is wrong (harness/error_pattern.py), as a second line of the detail."""
+    from .error_pattern import describe
+
+    text = describe(o, r, bad)
+    return f"\nwhere: {text}" if text else ""
 
 
 def _first_index(mask: torch.Tensor) -> tuple[int, ...]:

@@ -44,8 +44,10 @@ def describe(out: torch.Tensor, ref: torch.Tensor, bad: torch.Tensor) -> str:
         return ""
     o, r = out.detach().double(), ref.detach().double()
     parts = []
-    if n_bad == total:
+    if n_bad == total and total >= 8:
         parts.append(f"every element is wrong ({total} of {total}): the computation itself, not the edges")
+    elif n_bad == total:
+        parts.append(f"all {total} element(s) wrong")
     else:
         parts.append(f"{n_bad} of {total} elements wrong ({100.0 * n_bad / total:.1f} %)")
         if out.dim() >= 1 and out.shape[-1] > 1:
@@ -73,8 +75,13 @@ def describe(out: torch.Tensor, ref: torch.Tensor, bad: torch.Tensor) -> str:
                     parts.append(f"in rows {_runs(bad_rows)} of {n_rows}")
     ob, rb = o[bad], r[bad]
     finite = torch.isfinite(ob) & torch.isfinite(rb)
+    span = float(r[torch.isfinite(r)].abs().max()) if bool(torch.isfinite(r).any()) else 0.0
     if bool((ob == 0).all()) and bool((rb != 0).any()):
         parts.append("the wrong elements are all 0: never written (stores masked off, or a program that did not run)")
+    elif bool((~torch.isfinite(ob) | (ob.abs() > 1e6 * (span + 1.0))).all()):
+        parts.append("the wrong values are NaN or far outside the reference's range: probably never written "
+                     "(during verification new tensors read as NaN until stored to: stores masked off, or a "
+                     "program that did not run)")
     elif bool(finite.all()) and bool((rb.abs() > 0).all()):
         ratio = ob / rb
         if ratio.numel() >= 2 and float(ratio.std()) <= 1e-3 * max(1.0, float(ratio.abs().mean())):

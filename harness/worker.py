@@ -178,6 +178,12 @@ class Worker:
 
         from .wire import WIRE_NAMES, tensor_bytes, unpack_shared
 
+        # Memory a candidate allocates but never writes reads as NaN (or the dtype's max int),
+        # not as whatever the allocator left there: an unwritten output then fails the same way
+        # on every run and machine (so a run replays byte for byte) and reads as unwritten.
+        # Verification calls only; ``bench`` turns it off so it costs the timings nothing.
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.utils.deterministic.fill_uninitialized_memory = True
         names = list(h.get("kwargs_names") or [])
         buf = self.shared.buffer(int(h["shm_size"]))
         values = unpack_shared(list(h["args"]) + list(h.get("kwargs_enc") or []), h["metas"], buf)
@@ -271,6 +277,9 @@ class Worker:
         Everything it reports (times, call counts, fingerprints) is a claim the parent checks
         against its own clock and its own copy of the outputs.
         """
+        import torch
+
+        torch.use_deterministic_algorithms(False)   # no NaN fill of new tensors while timing (see call)
         state = self.__dict__.setdefault("_bench_state", BenchState())
         try:
             if "sets" in h:

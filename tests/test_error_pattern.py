@@ -51,3 +51,10 @@ def test_one_dtype_singled_out_only_when_the_others_passed():
     assert t.describe() == "fails only for dtype bf16 (passed: fp16, fp32)"
     t.record({"dtype": "fp32", "layout": "contiguous"}, False)
     assert t.describe() == ""           # fp32 failed too: not one dtype's fault
+
+
+def test_a_tiny_unwritten_output_is_called_unwritten_not_a_wrong_formula():
+    ref = torch.tensor([[1.0]])
+    out = torch.tensor([[1.4865e17]])           # torch.empty garbage: the store was masked off
+    text = describe(out, ref, _bad(out, ref))
+    assert "every element" not in text and "probably never written" in text
