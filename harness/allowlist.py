@@ -45,7 +45,13 @@ TORCH_ATTRS = frozenset({
 # triton.<name>: the decorators, launch-config helpers and the DSL. Not listed: runtime,
 # compiler, testing, knobs, JITFunction (isinstance on it tells the interpreter from a GPU).
 TRITON_ATTRS = frozenset({"jit", "autotune", "heuristics", "Config", "cdiv", "next_power_of_2",
-                          "language", "constexpr_function"})
+                          "language", "constexpr_function", "tools"})
+
+# triton.tools: only the host-side TMA descriptor (a plain record of a tensor's base, shape,
+# strides and block shape that a launch turns into a tensor map; no compute, no I/O). The rest
+# of triton.tools (disassemblers, compile and link helpers) stays out.
+TRITON_TOOLS = {"triton.tools": frozenset({"tensor_descriptor"}),
+                "triton.tools.tensor_descriptor": frozenset({"TensorDescriptor"})}
 
 # typing.<name>: annotations only (``get_type_hints`` evaluates strings: an ``eval``).
 TYPING_ATTRS = frozenset({"Any", "Optional", "Union", "Tuple", "List", "Dict", "Sequence", "Mapping",
@@ -129,6 +135,9 @@ def resolve(path: tuple[str, ...]) -> tuple[str, bool]:
         if where == "triton" and name not in TRITON_ATTRS:
             raise Unresolved(f"triton.{name} is not in the allowlist (allowed: "
                              f"{', '.join(sorted(TRITON_ATTRS))})")
+        if where in TRITON_TOOLS and name not in TRITON_TOOLS[where]:
+            raise Unresolved(f"{where}.{name} is not in the allowlist (from triton.tools only "
+                             "triton.tools.tensor_descriptor.TensorDescriptor)")
         try:
             nxt = getattr(obj, name)
         except AttributeError:
@@ -143,8 +152,9 @@ def resolve(path: tuple[str, ...]) -> tuple[str, bool]:
 
 
 def _submodule(where: str, name: str):
-    """A Triton-language submodule that is loaded only on import (``extra.libdevice``)."""
-    if where.startswith("triton.language"):
+    """A Triton-language submodule that is loaded only on import (``extra.libdevice``), or the
+    one allowed ``triton.tools`` module."""
+    if where.startswith("triton.language") or name in TRITON_TOOLS.get(where, ()):
         try:
             return importlib.import_module(f"{where}.{name}")
         except ImportError:
@@ -155,6 +165,8 @@ def _submodule(where: str, name: str):
 def _module_allowed(parent: str, child: str) -> bool:
     if child.startswith("triton.language"):
         return parent.startswith("triton")
+    if (parent, child) in (("triton", "triton.tools"), ("triton.tools", "triton.tools.tensor_descriptor")):
+        return True
     if parent == "torch":
         return child == "torch.nn"
     if parent == "torch.nn":

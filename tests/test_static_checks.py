@@ -148,3 +148,36 @@ def test_ways_out_are_refused_with_a_reason(name):
     assert problems, f"{name}: accepted"
     assert problems[0][0] == reason, problems
     assert any(needle in msg for _, msg in problems), problems
+
+
+@pytest.mark.parametrize("imp, ok", [
+    ("from triton.tools.tensor_descriptor import TensorDescriptor", True),
+    ("import triton.tools.tensor_descriptor as td", True),
+    ("from triton.tools import disasm", False),
+    ("import triton.tools.compile", False),
+    ("from triton.tools.tensor_descriptor import dataclass", False),
+    ("from triton.tools.tensor_descriptor import _x", False),
+])
+def test_only_the_host_tma_descriptor_is_allowed_from_triton_tools(imp, ok):
+    from kernelagent.harness.static_checks import check_candidate
+
+    src = f'''
+import torch
+import triton
+import triton.language as tl
+{imp}
+
+
+@triton.jit
+def k(x_ptr, n, B: tl.constexpr):
+    o = tl.arange(0, B)
+    tl.store(x_ptr + o, tl.load(x_ptr + o, mask=o < n), mask=o < n)
+
+
+def softmax(x, *, config=None):
+    y = torch.empty_like(x)
+    k[(1,)](y, x.numel(), B=16)
+    return y
+'''
+    problems = check_candidate(src, "softmax")
+    assert (problems == []) == ok, problems
