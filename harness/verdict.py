@@ -52,6 +52,9 @@ class Verdict:
     device: str = ""                     # "cpu (triton interpreter)" or the CUDA device name
     seed: int | None = None
     warnings: list[str] = field(default_factory=list)
+    # axis ("dtype", "layout", "shape_class") -> the declared classes of the evaluated Cases, by
+    # effect (a registered op's verify covers all of them; a problem file declares none)
+    covered: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def reject(cls, reason: Reason, detail: str, **kw: Any) -> "Verdict":

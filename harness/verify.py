@@ -1,7 +1,9 @@
 """``verify``: is this candidate correct for this target? Decided in the trusted parent.
 
 Flow: static checks on the source (ast only) → one sandboxed worker per candidate → hypothesis
-draws Cases (seeds, value distributions, and for registered ops shapes, dtypes and layouts) →
+draws Cases (seeds, value distributions, and for registered ops shapes, dtypes and layouts;
+stratified: the simplest Case, then one Case pinned to each class the op declares, so every
+dtype, layout and shape class is in every verify, then random ones; see ``strata``) →
 for each Case A the parent also builds B, the same Case with another seed (same shapes, other
 values), computes the float64 oracle and PyTorch's native result of both on pristine copies,
 and runs three calls in an order drawn from a secret stream: A twice and B once (ABA, AAB or
@@ -28,7 +30,7 @@ from typing import Any
 import torch
 
 from ..errors import BadInput
-from ..kernels.spec import Call, Case, OpSpec
+from ..kernels.spec import Call, Case, OpSpec, covered_classes
 from .compare import compare
 from .judge import Outcome, judge_call, reason_of, zeros_would_fail
 from .problem import ProblemTarget, is_problem_path
@@ -59,8 +61,14 @@ class OpTarget:
     def tolerance(self):
         return self.spec.tolerance
 
-    def strategy(self, max_numel: int):
-        return self.spec.strategy(max_numel)
+    def strategy(self, max_numel: int, pin: dict | None = None):
+        return self.spec.strategy(max_numel, pin) if pin else self.spec.strategy(max_numel)
+
+    def classes(self, max_numel: int) -> dict[str, tuple[str, ...]]:
+        return self.spec.classes(max_numel)
+
+    def covered(self, case: Case, call: Call) -> dict[str, str]:
+        return self.spec.covered(case, call)
 
     def build(self, case: Case) -> Call:
         return self.spec.build(case)
@@ -129,6 +137,9 @@ class _Run:
     informative: int = 0
     float64_unavailable: bool = False
     calls: int = 0
+    # axis -> the classes of the Cases evaluated so far (``covered_classes``: by effect)
+    covered: dict = field(default_factory=dict)
+    memo: dict = field(default_factory=dict)    # repr(case) -> Outcome, across hypothesis runs
 
 
 def verify(target, candidate_source: str, *, examples: int | None = None, seed: int | None = None,
@@ -136,6 +147,13 @@ def verify(target, candidate_source: str, *, examples: int | None = None, seed: 
            static_checks: bool = True, session: CandidateSession | None = None) -> Verdict:
     """Verify ``candidate_source`` against ``target`` (op name, OpSpec, or problem file path).
 
+    ``examples``: how many Cases to draw (default 16). For a registered op, after the simplest
+    Case come the strata, Cases pinned to each declared class (``strata``: as many as the op's
+    longest class list, 5 or 6 today), plus one per class whose effect those missed (these may
+    go past ``examples``): with ``examples`` >= ``stratified_minimum`` (6 or 7; the default,
+    and the tuner's and nightly's 8) every declared class is covered, for any seed. Fewer is a
+    smoke check: that many Cases, and a warning naming the classes left out. The verdict's
+    ``covered`` lists the declared classes the evaluated Cases showed.
     ``timeout``: the CPU seconds the worker may use (start, import and every call); a worker
     that makes no progress for ``Limits.stall`` wall seconds is stopped too (see sandbox.py).
     ``session``: a ``CandidateSession`` for this target and source, reused (tuning); without
@@ -171,9 +189,12 @@ def verify(target, candidate_source: str, *, examples: int | None = None, seed: 
                               sandbox="not started", **base)
 
     warnings: list[str] = []
+    run: _Run | None = None
 
     def done(kw: dict) -> dict:
         """Verdict fields every exit shares; ``cpu_s`` from the live worker, else as given."""
+        if run is not None:
+            kw["covered"] = _covered_json(run)
         if session.alive():
             kw["cpu_s"] = round(session.worker.budget_used(), 2)
         elif kw.get("cpu_s") is not None:
@@ -192,7 +213,13 @@ def verify(target, candidate_source: str, *, examples: int | None = None, seed: 
     except SessionError as e:
         return Verdict.reject(reason_of(e.reason, Reason.IMPORT_ERROR), e.detail[:4000], **done({}))
     run = _Run(tgt, session, worker, session.init_seed, device, seed=seed)
-    failure = _property_search(run, examples, seed)
+    failure = _stratified_search(run, examples, seed)
+    uncovered = _uncovered(run)
+    if uncovered and failure is None:
+        needed = stratified_minimum(tgt, device, seed)
+        why = (f"--examples {examples} is fewer than the {needed} that cover every class" if examples < needed
+               else "every draw of them was skipped: non-finite reference")
+        warnings.append(f"classes not covered ({why}): " + ", ".join(f"{a}={v}" for a, v in uncovered))
     if run.float64_unavailable:
         warnings.append("the reference could not run in float64: the budget is relative to PyTorch's "
                         "result in the input dtype instead (weaker)")
@@ -233,20 +260,140 @@ def _interpreter_note(device: str) -> str:
             "(raise --timeout for large shapes)") if device == "cpu" else ""
 
 
-def _property_search(run: _Run, examples: int, seed: int) -> Outcome | None:
-    """Hypothesis drives the cases; returns the (shrunk) failing outcome, or None."""
+def _max_numel(device: str) -> int:
+    return (1 << 24) if device == "cuda" else int(os.environ.get("KERNELAGENT_CPU_MAX_NUMEL", 1 << 15))
+
+
+def target_classes(target, max_numel: int) -> dict[str, tuple[str, ...]]:
+    """The classes a target declares, by axis; none for a problem file (its inputs are its own)."""
+    classes = getattr(target, "classes", None)
+    return {a: tuple(v) for a, v in classes(max_numel).items() if v} if classes else {}
+
+
+def strata(classes: dict[str, tuple[str, ...]], seed: int) -> list[dict[str, str]]:
+    """Pins that between them name every declared class: the i-th pins, on each axis, that
+    axis's i-th class (axes with fewer classes are left unpinned past their last). Each axis's
+    order is shuffled by the seed, so which classes meet in one Case varies from seed to seed."""
+    rng = random.Random(f"strata/{seed}")
+    orders = {}
+    for axis, values in classes.items():
+        order = list(values)
+        rng.shuffle(order)
+        orders[axis] = order
+    n = max((len(v) for v in orders.values()), default=0)
+    return [{a: v[i] for a, v in orders.items() if i < len(v)} for i in range(n)]
+
+
+def _uncovered(run: _Run) -> list[tuple[str, str]]:
+    classes = target_classes(run.target, _max_numel(run.device))
+    return [(a, v) for a, values in classes.items() for v in values if v not in run.covered.get(a, ())]
+
+
+def _covered_json(run: _Run) -> dict[str, list[str]]:
+    classes = target_classes(run.target, _max_numel(run.device))
+    return {a: [v for v in values if v in run.covered.get(a, ())] for a, values in classes.items()}
+
+
+def _classes_shown(target, case: Case, call: Call) -> dict[str, str]:
+    covered = getattr(target, "covered", None)
+    return covered(case, call) if covered else covered_classes(case, call)
+
+
+def _note_covered(run: _Run, case: Case, call: Call) -> None:
+    for axis, value in _classes_shown(run.target, case, call).items():
+        run.covered.setdefault(axis, set()).add(value)
+
+
+def _shows(target, case: Case, pin: dict) -> bool:
+    """Does ``case``, built, exercise every class ``pin`` names (not only in name)?"""
+    try:
+        got = _classes_shown(target, case, target.build(case))
+    except Exception:  # a build that fails is the evaluation's to report, not the filter's
+        return True
+    return all(got.get(a) == v for a, v in pin.items())
+
+
+def stratified_minimum(target, device: str, seed: int = 0) -> int:
+    """The fewest ``examples`` with which a verify of ``target`` covers every declared class:
+    the simplest Case and the strata (the top-ups come on top). ``target``: as for ``verify``,
+    or a resolved target."""
+    if not hasattr(target, "build"):
+        target = resolve_target(target)
+    plan = strata(target_classes(target, _max_numel(device)), seed)
+    return 1 + len(plan) if plan else 1
+
+
+def _stratified_search(run: _Run, examples: int, seed: int) -> Outcome | None:
+    """The simplest Case, every declared class (one pinned Case each), then random Cases up to
+    ``examples`` in all.
+
+    The simplest Case (hypothesis's first draw: sizes of 1, fp32, contiguous) comes first: a
+    gross bug fails there fast, with a counterexample that reads well. A stratum's Case is a
+    random member of its classes, not the simplest one (a 1x1 input shows no layout), and a
+    failure there shrinks within the stratum. A class that the strata drew only in name (a
+    transposed layout of a single row) is pinned again on its own, with draws that do not show
+    it filtered out before anything is evaluated; these top-ups may take a verify past
+    ``examples``. Fewer ``examples`` than the simplest Case and the strata (a smoke check) run
+    that many, the strata in order, and the verdict names the classes left out.
+    Returns the (shrunk) failure, or None.
+    """
+    max_numel = _max_numel(run.device)
+    classes = target_classes(run.target, max_numel)
+    unpinned = run.target.strategy(max_numel)
+    if not classes:  # a problem file: nothing to stratify
+        return _property_search(run, unpinned, examples, seed)
+    failure = _property_search(run, unpinned, 1, seed)
+    if failure is not None:
+        return failure
+    runs = 1
+
+    def pinned(pin: dict, tag: str, strict: bool = False) -> Outcome | None:
+        nonlocal runs
+        runs += 1
+        strategy = run.target.strategy(max_numel, pin)
+        if strict:
+            strategy = strategy.filter(lambda case: _shows(run.target, case, pin))
+        sub = random.Random(f"{seed}/{tag}").getrandbits(32)
+        return _property_search(run, strategy, 1, sub, skip_simplest=True)
+
+    plan = strata(classes, seed)
+    for i, pin in enumerate(plan[:max(0, examples - 1)]):
+        failure = pinned(pin, f"stratum{i}")
+        if failure is not None:
+            return failure
+    if examples < 1 + len(plan):
+        return None
+    for axis, value in _uncovered(run):
+        if value not in run.covered.get(axis, ()):  # not covered meanwhile
+            failure = pinned({axis: value}, f"{axis}={value}", strict=True)
+            if failure is not None:
+                return failure
+    remaining = examples - runs
+    if remaining <= 0:
+        return None
+    # The same seed draws the simplest Case first again (answered from the memo, not evaluated).
+    return _property_search(run, unpinned, remaining + 1, seed)
+
+
+def _property_search(run: _Run, strategy, examples: int, seed: int, *, skip_simplest: bool = False) -> Outcome | None:
+    """Hypothesis draws ``examples`` Cases from ``strategy``; returns the (shrunk) failing
+    outcome, or None. ``skip_simplest``: hypothesis always tries the all-zero choice first (its
+    simplest Case: sizes of 1); a leading False is made a dead end so one example is random."""
     from hypothesis import HealthCheck, Phase, assume, given, settings
     from hypothesis import seed as hseed
+    from hypothesis import strategies as st
+    from hypothesis.errors import Unsatisfiable
 
-    max_numel = (1 << 24) if run.device == "cuda" else int(os.environ.get("KERNELAGENT_CPU_MAX_NUMEL", 1 << 15))
-    memo: dict[str, Outcome] = {}
+    memo = run.memo
     state = {"failure_evals": None, "fatal": False}
+    if skip_simplest:
+        strategy = st.booleans().flatmap(lambda go, s=strategy: s if go else st.nothing())
 
     @hseed(seed)
     @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
               suppress_health_check=list(HealthCheck), phases=[Phase.generate, Phase.shrink],
               report_multiple_bugs=False, print_blob=False)
-    @given(run.target.strategy(max_numel))
+    @given(strategy)
     def prop(case):
         key = repr(case)
         outcome = memo.get(key)
@@ -268,6 +415,8 @@ def _property_search(run: _Run, examples: int, seed: int) -> Outcome | None:
         prop()
     except _Rejected as e:
         return e.outcome
+    except Unsatisfiable:  # every draw was skipped (non-finite reference): nothing evaluated here
+        return None
     return None
 
 
@@ -346,6 +495,7 @@ def _evaluate(run: _Run, case: Case) -> Outcome:
         return Outcome("skip", case=case)
     run.float64_unavailable |= not a.float64_ok
     run.evaluations += 1
+    _note_covered(run, case, a.call)
     # A secret stream (from the run's seed) picks B's seed and the order of the calls, so the
     # candidate cannot tell from the call count which call repeats an earlier one.
     rng = random.Random(f"{run.seed}/{case.seed}/{case.describe()}")

@@ -44,6 +44,32 @@ GPU should be wrong in the interpreter too, without special cases in the kernel 
     counterexample reproduces. After the choice the autotuner zeroes ``reset_to_zero``
     arguments once, as it does on a GPU after benchmarking. Outside the interpreter the
     patched method defers to Triton's own.
+
+``bf16_arith``
+    The interpreter stores bf16 as uint16 bit patterns and applied numpy's arithmetic to the
+    bits as integers: ``a * b`` of two bf16 tensors gave -3.5e-05 for -0.273, negative values
+    compared and maxed wrongly, ``tl.sum`` added bit patterns, fp64 and integer casts to bf16
+    produced integers, and fp32 -> bf16 truncated where a GPU rounds to nearest even. The fix
+    is at the root: every place the interpreter computes with element values (the builder's
+    ``binary_op``, ``unary_op`` and ``ternary_op`` funnels that all elementwise ops, compares,
+    min/max and clamps go through; ``create_fma``; ``cast_impl``; the sum, min/max and
+    cumulative reductions) reads bf16 as its exact fp32 value and rounds the result back to
+    bf16 to nearest even. That is a correctly rounded bf16 add, sub, mul or div (fp32 holds
+    more than 2p+2 bits of bf16's p = 8, so rounding twice equals rounding once), what a GPU and
+    PyTorch compute. fma goes through fp64 and rounds once (round-to-odd to fp32 first). A bf16
+    ``tl.sum`` rounds to bf16 after each pairwise add (a tree, as the GPU's reduction does; its
+    in-thread part is sequential, so a GPU's error can be somewhat larger); a cumulative sum or
+    product rounds after each step. Moves of bits (loads, stores, ``tl.where``, bitcasts) are
+    untouched.
+
+``device_assert``
+    Triton's interpreter never checks ``tl.device_assert`` (its options have ``debug`` off,
+    whatever ``TRITON_DEBUG`` says). The interpreter is the CPU lane where kernels are debugged,
+    so here every ``tl.device_assert`` is checked, and a failing one raises
+    :class:`DeviceAssertError` (a ``ValueError``: the kernel was handed values it declares
+    invalid) from the launch, instead of Triton's wrapped ``InterpreterError``. On a GPU the
+    same asserts run only under ``TRITON_DEBUG=1``. Triton's integer-overflow checks, which
+    are asserts too, stay a ``TRITON_DEBUG=1`` matter in the interpreter, as on a GPU.
 """
 
 from __future__ import annotations
@@ -141,6 +167,256 @@ def _patch_dot(status: dict) -> None:
     status["bf16_dot"] = status["tf32_dot"] = True
 
 
+# ---------------------------------------------------------------------------------------------
+# bf16 arithmetic: exact fp32 values in, round to nearest even out
+
+
+def bf16_bits_to_f32(bits):
+    """uint16 bf16 bit patterns -> their exact fp32 values."""
+    import numpy as np
+
+    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def f32_to_bf16_bits(x):
+    """fp32 values -> bf16 bit patterns, rounded to nearest even (NaN stays a quiet NaN)."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float32)
+    bits = x.view(np.uint32)
+    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+    quiet = (bits >> np.uint32(16)) | np.uint32(0x0040)
+    return np.where(np.isnan(x), quiet, rounded).astype(np.uint16)
+
+
+def f64_to_bf16_bits(x):
+    """fp64 values -> bf16 bit patterns, rounded once to nearest even: the step through fp32
+    rounds to odd (truncate, then set the last bit if inexact), which keeps the second rounding
+    exact (fp32 has more than p + 2 bits of bf16's p)."""
+    import numpy as np
+
+    x = np.asarray(x, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = x.astype(np.float32)
+        back = f.astype(np.float64)
+    inexact = (back != x) & np.isfinite(x)
+    bits = f.view(np.uint32)
+    bits = np.where(inexact & (np.abs(back) > np.abs(x)), bits - np.uint32(1), bits)  # toward zero
+    bits = np.where(inexact, bits | np.uint32(1), bits)
+    return f32_to_bf16_bits(bits.astype(np.uint32).view(np.float32))
+
+
+def _round_bf16(x):
+    """fp32 values -> the nearest bf16 values, as fp32."""
+    return bf16_bits_to_f32(f32_to_bf16_bits(x))
+
+
+def _tree_sum_bf16(x, axis, keep_dims: bool):
+    """Sum fp32 values of bf16 along ``axis`` (None: all), rounding to bf16 after each pairwise add."""
+    import numpy as np
+
+    ndim = x.ndim
+    v = x.reshape(-1) if axis is None else np.moveaxis(x, axis, -1)
+    while v.shape[-1] > 1:
+        half = v.shape[-1] // 2
+        v = np.concatenate([_round_bf16(v[..., :half] + v[..., half:2 * half]), v[..., 2 * half:]], axis=-1)
+    out = v[..., 0] if v.shape[-1] else np.zeros(v.shape[:-1], dtype=np.float32)
+    if keep_dims:
+        out = out.reshape((1,) * ndim) if axis is None else np.expand_dims(out, axis)
+    return out
+
+
+def _scan_bf16(x, axis, op):
+    """Cumulative ``op`` (np.add, np.multiply) of fp32 values of bf16, rounded after each step."""
+    import numpy as np
+
+    v = np.moveaxis(np.array(x, dtype=np.float32), axis, -1).copy()
+    for i in range(1, v.shape[-1]):
+        v[..., i] = _round_bf16(op(v[..., i - 1], v[..., i]))
+    return np.moveaxis(v, -1, axis)
+
+
+def _patch_bf16(status: dict) -> None:
+    try:
+        import numpy as np
+        import triton.language as tl
+        from triton.runtime import interpreter as interp
+    except ImportError:  # pragma: no cover
+        return
+    builder = getattr(interp, "InterpreterBuilder", None)
+    handle = getattr(interp, "TensorHandle", None)
+    reduce_ops, scan_ops = getattr(interp, "ReduceOps", None), getattr(interp, "ScanOps", None)
+    names = ("binary_op", "unary_op", "ternary_op", "create_fma", "cast_impl")
+    if builder is None or handle is None or reduce_ops is None or scan_ops is None \
+            or not all(hasattr(builder, n) for n in names):
+        return
+    if getattr(builder.binary_op, "_kernelagent", False):
+        status["bf16_arith"] = True
+        return
+
+    def scalar(dtype):
+        return getattr(dtype, "scalar", dtype)
+
+    def is_bf16(h) -> bool:
+        return scalar(h.dtype) == tl.bfloat16 and getattr(h.data, "dtype", None) == np.uint16
+
+    def f32(h):
+        return handle(bf16_bits_to_f32(h.data), tl.float32) if is_bf16(h) else h
+
+    def bf16(data):
+        return handle(f32_to_bf16_bits(data), tl.bfloat16)
+
+    originals = {n: getattr(builder, n) for n in names}
+    reduce_sum, reduce_min_max = reduce_ops.sum, reduce_ops.min_max
+    scan_sum, scan_prod = scan_ops.cumsum, scan_ops.cumprod
+
+    def binary_op(self, lhs, rhs, op):
+        if not (is_bf16(lhs) or is_bf16(rhs)):
+            return originals["binary_op"](self, lhs, rhs, op)
+        out = originals["binary_op"](self, f32(lhs), f32(rhs), op)
+        if out.data.dtype == np.bool_:  # a comparison: say so (Triton labels it with lhs's dtype)
+            return handle(out.data, tl.int1)
+        return bf16(out.data) if is_bf16(lhs) and out.data.dtype == np.float32 else out
+
+    def unary_op(self, arg, op):
+        if not is_bf16(arg):
+            return originals["unary_op"](self, arg, op)
+        out = originals["unary_op"](self, f32(arg), op)
+        return bf16(out.data) if out.data.dtype == np.float32 else out
+
+    def ternary_op(self, lhs, rhs, other, op):
+        # tl.where only moves bits; np.clip (a clamp) computes with values.
+        if op is np.where or not any(is_bf16(h) for h in (lhs, rhs, other)):
+            return originals["ternary_op"](self, lhs, rhs, other, op)
+        out = originals["ternary_op"](self, f32(lhs), f32(rhs), f32(other), op)
+        return bf16(out.data) if is_bf16(other) and out.data.dtype == np.float32 else out
+
+    def create_fma(self, x, y, z):
+        if not any(is_bf16(h) for h in (x, y, z)):
+            return originals["create_fma"](self, x, y, z)
+        wide = [handle(f32(h).data.astype(np.float64), tl.float64) for h in (x, y, z)]
+        out = originals["create_fma"](self, *wide)
+        return handle(f64_to_bf16_bits(out.data), tl.bfloat16) if is_bf16(z) else out
+
+    def cast_impl(self, src, dst_type):
+        src_ty, dst_ty = scalar(src.dtype), scalar(dst_type)
+        if is_bf16(src) and dst_ty != tl.bfloat16:
+            wide = f32(src)
+            return wide if dst_ty == tl.float32 else originals["cast_impl"](self, wide, dst_type)
+        if dst_ty == tl.bfloat16 and src_ty != tl.bfloat16:
+            data = np.asarray(src.data)
+            if data.dtype in (np.float32, np.float16):
+                return bf16(data.astype(np.float32))
+            return handle(f64_to_bf16_bits(data.astype(np.float64)), tl.bfloat16)  # fp64, ints, bool
+        return originals["cast_impl"](self, src, dst_type)
+
+    def is_bf16_tensor(t) -> bool:
+        return t.dtype == tl.bfloat16 and getattr(t.handle.data, "dtype", None) == np.uint16
+
+    def sum_(self, input):
+        if not is_bf16_tensor(input):
+            return reduce_sum(self, input)
+        total = _tree_sum_bf16(bf16_bits_to_f32(input.handle.data), self.axis, self.keep_dims)
+        return self.to_tensor(f32_to_bf16_bits(total), input.dtype)
+
+    def min_max(self, input, val_reduce_op, idx_reduce_op=None):
+        t = input[0] if isinstance(input, tuple) else input
+        if not is_bf16_tensor(t):
+            return reduce_min_max(self, input, val_reduce_op, idx_reduce_op)
+        x = bf16_bits_to_f32(t.handle.data)
+        kw = {"axis": self.axis, "keepdims": self.keep_dims}
+        val = self.to_tensor(f32_to_bf16_bits(val_reduce_op(x, **kw)), t.dtype) if val_reduce_op else None
+        idx = self.to_tensor(idx_reduce_op(x, **kw), tl.int32) if idx_reduce_op else None
+        if val is not None and idx is not None:
+            return val, idx
+        return val if val is not None else idx
+
+    def scan(original, op):
+        def cumulative(self, input):
+            if not is_bf16_tensor(input):
+                return original(self, input)
+            out = _scan_bf16(bf16_bits_to_f32(input.handle.data), self.axis, op)
+            return [self.to_tensor(f32_to_bf16_bits(out), input.dtype)]
+        return cumulative
+
+    patched = {"binary_op": binary_op, "unary_op": unary_op, "ternary_op": ternary_op,
+               "create_fma": create_fma, "cast_impl": cast_impl}
+    for name, fn in patched.items():
+        fn._kernelagent, fn.__wrapped__ = True, originals[name]
+        setattr(builder, name, fn)
+    for cls, name, fn, original in ((reduce_ops, "sum", sum_, reduce_sum),
+                                    (reduce_ops, "min_max", min_max, reduce_min_max),
+                                    (scan_ops, "cumsum", scan(scan_sum, np.add), scan_sum),
+                                    (scan_ops, "cumprod", scan(scan_prod, np.multiply), scan_prod)):
+        fn._kernelagent, fn.__wrapped__ = True, original
+        setattr(cls, name, fn)
+    status["bf16_arith"] = True
+
+
+# ---------------------------------------------------------------------------------------------
+# tl.device_assert, checked in the interpreter
+
+
+class DeviceAssertError(ValueError):
+    """A ``tl.device_assert`` failed in an interpreted kernel: it was given values it declares
+    invalid (the message is the assert's own)."""
+
+
+def _patch_device_assert(status: dict) -> None:
+    try:
+        import numpy as np
+        import triton.language as tl
+        from triton import knobs
+        from triton.language.semantic import TritonSemantic
+        from triton.runtime import interpreter as interp
+        from triton.runtime.errors import InterpreterError
+    except ImportError:  # pragma: no cover
+        return
+    builder, grid = getattr(interp, "InterpreterBuilder", None), getattr(interp, "GridExecutor", None)
+    sem = getattr(interp, "interpreter_semantic", None)
+    if builder is None or grid is None or sem is None \
+            or not hasattr(TritonSemantic, "binary_op_sanitize_overflow_impl"):
+        return
+    if getattr(builder.create_assert, "_kernelagent", False):
+        status["device_assert"] = True
+        return
+    original_assert, original_call = builder.create_assert, grid.__call__
+    sanitize = TritonSemantic.binary_op_sanitize_overflow_impl
+
+    def create_assert(self, condition, message):
+        if not bool(np.all(condition.data)):
+            raise DeviceAssertError(str(message))
+
+    def device_assert(cond, msg, mask):  # checked whatever the options' debug flag says
+        if mask is not None:
+            cond = sem.or_(cond, sem.not_(mask))
+        return sem.make_tensor(sem.builder.create_assert(cond.handle, msg), tl.void)
+
+    def quiet_sanitize(lhs, rhs, binary_op):  # overflow asserts: only under TRITON_DEBUG, as on a GPU
+        if knobs.runtime.debug:
+            return sanitize(sem, lhs, rhs, binary_op)
+        return None
+
+    def __call__(self, *args, **kwargs):
+        try:
+            return original_call(self, *args, **kwargs)
+        except InterpreterError as e:
+            cause = e.__cause__
+            while cause is not None and not isinstance(cause, DeviceAssertError):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise cause.with_traceback(cause.__traceback__) from None
+
+    create_assert._kernelagent, create_assert.__wrapped__ = True, original_assert
+    __call__._kernelagent, __call__.__wrapped__ = True, original_call
+    builder.create_assert = create_assert
+    grid.__call__ = __call__
+    sem.device_assert = device_assert  # the interpreter's own semantic instance only
+    sem.binary_op_sanitize_overflow_impl = quiet_sanitize
+    status["device_assert"] = True
+
+
 def _stable_key(key) -> str:
     parts = []
     for v in key if isinstance(key, (tuple, list)) else (key,):
@@ -186,12 +462,16 @@ def _patch_autotune(status: dict) -> None:
 
 def patch_interpreter() -> dict:
     """Apply every interpreter fix; returns which are in place, e.g.
-    ``{"bf16_dot": True, "tf32_dot": True, "autotune": True}``. Idempotent, and harmless
-    outside the interpreter (the dot fixes touch only the interpreter's builder; the autotune
-    fix defers to Triton unless ``TRITON_INTERPRET`` is on)."""
-    status = {"bf16_dot": False, "tf32_dot": False, "autotune": False}
+    ``{"bf16_dot": True, "tf32_dot": True, "autotune": True, "bf16_arith": True,
+    "device_assert": True}``. Idempotent, and harmless outside the interpreter (the dot, bf16 and
+    assert fixes touch only the interpreter's builder, reductions and semantic instance; the
+    autotune fix defers to Triton unless ``TRITON_INTERPRET`` is on)."""
+    status = {"bf16_dot": False, "tf32_dot": False, "autotune": False, "bf16_arith": False,
+              "device_assert": False}
     _patch_dot(status)
     _patch_autotune(status)
+    _patch_bf16(status)
+    _patch_device_assert(status)
     return status
 
 

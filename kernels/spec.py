@@ -6,7 +6,8 @@ entry function named after the op with the reference's signature plus a keyword-
 ``config``). The harness verifies ``kernel.py`` exactly as it verifies an LLM's candidate.
 
 This module holds the types (Case, Call, Tolerance, Param, TuningSpace, OpSpec), ``eps``, the
-row-wise ops' shape key, default config and constraint, and the ``EMPTY_CASES`` switch. It
+classes a built Case exercises (``covered_classes``), the row-wise ops' shape key, default
+config and constraint, and the ``EMPTY_CASES`` switch. It
 re-exports the helpers op specs build with, so ``from ..spec import X`` finds them all:
 tensor builders from ``kernels/_inputs.py`` (DTYPES, LAYOUTS, ``generator``, ``tensor``, …)
 and hypothesis strategies and hard input classes from ``kernels/_strategies.py``.
@@ -26,18 +27,20 @@ import torch
 from ._inputs import (DISTRIBUTIONS, DTYPE_NAMES, DTYPES, LAYOUTS, NEG_INF_MODES, generator, lay_out,
                       mask_neg_inf, tensor, values)
 from ._strategies import (AWKWARD_SIZES, PAST_CAP_ROWS, SINGLE_TILE_CAP, WIDE_COLS, bench_strategy,
-                          common_strategy, many_rows_cap, row_params_strategy, row_shape, size_strategy)
+                          common_strategy, many_rows_cap, pick_class, row_params_strategy, row_shape,
+                          row_shape_classes, size_strategy)
 
 __all__ = [
     # defined here
-    "Case", "Call", "Tolerance", "Param", "TuningSpace", "OpSpec", "eps", "EMPTY_CASES",
+    "Case", "Call", "Tolerance", "Param", "TuningSpace", "OpSpec", "eps", "EMPTY_CASES", "CLASS_AXES",
+    "covered_classes", "NEG_INF_CLASSES", "neg_inf_class",
     "last_dim_key", "row_tile_default", "row_tile_constraint",
     # kernels/_inputs.py
     "DISTRIBUTIONS", "LAYOUTS", "DTYPES", "DTYPE_NAMES", "NEG_INF_MODES", "generator", "values", "tensor",
     "lay_out", "mask_neg_inf",
     # kernels/_strategies.py
     "AWKWARD_SIZES", "PAST_CAP_ROWS", "SINGLE_TILE_CAP", "WIDE_COLS", "size_strategy", "common_strategy",
-    "many_rows_cap", "row_shape", "row_params_strategy", "bench_strategy",
+    "pick_class", "many_rows_cap", "row_shape", "row_params_strategy", "row_shape_classes", "bench_strategy",
 ]
 
 
@@ -47,7 +50,9 @@ class Case:
 
     A Case is a description, not tensors, so that a shrunk counterexample reads well
     ("rows=1 cols=129 bf16 strided pareto seed=3") and the parent can rebuild the exact
-    tensors. ``params`` is op-specific (sizes, flags such as ``causal``).
+    tensors. ``params`` is op-specific (sizes, flags such as ``causal``); ``shape_class`` names
+    the class of shapes they were drawn from (``plain``, ``wide``, ``many_rows``, …: see the
+    op's ``OpSpec.shape_classes``).
     """
 
     params: Mapping[str, Any]
@@ -56,14 +61,16 @@ class Case:
     dist: str = "normal"
     scale: float = 1.0
     seed: int = 0
+    shape_class: str = "plain"
 
     def describe(self) -> str:
         ps = " ".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{ps} dtype={self.dtype} layout={self.layout} dist={self.dist} scale={self.scale:g} seed={self.seed}"
+        return (f"{ps} class={self.shape_class} dtype={self.dtype} layout={self.layout} dist={self.dist} "
+                f"scale={self.scale:g} seed={self.seed}")
 
     def to_json(self) -> dict:
-        return {"params": dict(self.params), "dtype": self.dtype, "layout": self.layout,
-                "dist": self.dist, "scale": self.scale, "seed": self.seed}
+        return {"params": dict(self.params), "shape_class": self.shape_class, "dtype": self.dtype,
+                "layout": self.layout, "dist": self.dist, "scale": self.scale, "seed": self.seed}
 
 
 @dataclass(frozen=True)
@@ -124,6 +131,11 @@ class TuningSpace:
         return math.prod(len(p.values) for p in self.params)
 
 
+# The axes every Case's classes are named on; an op adds its own (``OpSpec.param_classes``).
+# Every verify draws each declared class at least once.
+CLASS_AXES = ("dtype", "layout", "shape_class")
+
+
 @dataclass(frozen=True)
 class OpSpec:
     """Everything the harness, the tuner and the library need to know about one op."""
@@ -131,9 +143,10 @@ class OpSpec:
     name: str
     doc: str
     reference: Callable[..., torch.Tensor]
-    # strategy(max_numel) -> hypothesis strategy of Case; max_numel bounds one input's size
-    # (small in the CPU interpreter lane, large on a GPU).
-    strategy: Callable[[int], Any]
+    # strategy(max_numel, pin=None) -> hypothesis strategy of Case; max_numel bounds one input's
+    # size (small in the CPU interpreter lane, large on a GPU). ``pin`` ({"dtype": "bf16"},
+    # {"layout": "sliced", "shape_class": "wide"}) restricts every draw to the named classes.
+    strategy: Callable[..., Any]
     build: Callable[[Case], Call]
     tolerance: Tolerance
     flops: Callable[[Call], float]
@@ -146,7 +159,59 @@ class OpSpec:
     # Representative production sizes for tuning and benchmarks (Case params).
     bench_cases: Sequence[Mapping[str, Any]] = ()
     float64_reference: bool = True
+    # The classes the strategy draws, by axis: every one appears in every verify (the harness
+    # pins each in turn), and a strategy draws no other (tests/test_coverage_strata.py).
     dtypes: Sequence[str] = ("fp32", "fp16", "bf16")
+    layouts: Sequence[str] = LAYOUTS
+    # shape_classes(max_numel) -> the shape classes the strategy offers at that budget.
+    shape_classes: Callable[[int], Sequence[str]] = lambda max_numel: ("plain",)
+    # The op's own hard input classes, by axis (a Case param of that name; "none" when absent),
+    # e.g. {"neg_inf": ("none", "some", "all_but_one")}, and what a built Case shows on them.
+    param_classes: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    param_class_of: Callable[[Case, Call], Mapping[str, str]] | None = None
+
+    def classes(self, max_numel: int) -> dict[str, tuple[str, ...]]:
+        """The declared classes at this budget, by axis (``CLASS_AXES``, then the op's own)."""
+        return {"dtype": tuple(self.dtypes), "layout": tuple(self.layouts),
+                "shape_class": tuple(self.shape_classes(max_numel)),
+                **{axis: tuple(values) for axis, values in self.param_classes.items()}}
+
+    def covered(self, case: Case, call: Call) -> dict[str, str]:
+        """The classes ``case``, built as ``call``, exercises on every declared axis."""
+        got = covered_classes(case, call)
+        for axis in self.param_classes:
+            got[axis] = str(case.params.get(axis) or "none")
+        if self.param_class_of is not None:
+            got.update(self.param_class_of(case, call))
+        return got
+
+
+def covered_classes(case: Case, call: Call) -> dict[str, str]:
+    """The classes a built Case really exercises, by axis: its dtype and shape class, and its
+    layout where the layout shows in the first tensor input. A transposed or row-step layout of
+    a single row, or any layout of a one-element or empty tensor, stores the input exactly as
+    contiguous does, so it counts as contiguous: a class is covered by its effect, not its name.
+    """
+    x = next((a for a in call.args if isinstance(a, torch.Tensor)), None)
+    layout = case.layout
+    if layout != "contiguous" and (x is None or x.numel() <= 1
+                                   or (x.is_contiguous() and x.storage_offset() == 0)):
+        layout = "contiguous"
+    return {"dtype": case.dtype, "layout": layout, "shape_class": case.shape_class}
+
+
+# Masked logits (``mask_neg_inf``) as a class axis of the ops that take logits, with the weights
+# their strategies draw them by (``pick_class(NEG_INF_CLASSES, pin, axis="neg_inf")``).
+NEG_INF_CLASSES = {"none": 4, "some": 1, "all_but_one": 1}
+
+
+def neg_inf_class(case: Case, call: Call) -> dict[str, str]:
+    """The -inf class a built Case shows: its mode only if the logits hold a -inf (all but one
+    of a single column masks nothing)."""
+    mode = case.params.get("neg_inf") or "none"
+    if mode != "none" and not bool(torch.isneginf(call.args[0]).any()):
+        mode = "none"
+    return {"neg_inf": mode}
 
 
 def eps(dtype: torch.dtype) -> float:

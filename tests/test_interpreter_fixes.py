@@ -1,4 +1,6 @@
-"""Triton's interpreter multiplies bf16 bit patterns in tl.dot; the worker's patch fixes that."""
+"""Corrections to Triton's interpreter (``kernels/_interpreter.py``): bf16 dot products and bf16
+arithmetic on bit patterns, TF32 dots computed in full fp32, autotuning without a GPU timer,
+and device asserts that were never checked."""
 
 import os
 
@@ -50,8 +52,9 @@ def test_bf16_dot_is_exact_products_after_the_patch():
 def test_patch_interpreter_reports_every_fix_and_the_alias_still_works():
     from kernelagent.kernels._interpreter import patch_bf16_dot, patch_interpreter
 
-    assert patch_interpreter() == {"bf16_dot": True, "tf32_dot": True, "autotune": True}
-    assert patch_interpreter() == {"bf16_dot": True, "tf32_dot": True, "autotune": True}  # idempotent
+    every = {"bf16_dot": True, "tf32_dot": True, "autotune": True, "bf16_arith": True, "device_assert": True}
+    assert patch_interpreter() == every
+    assert patch_interpreter() == every  # idempotent
     with pytest.warns(DeprecationWarning, match="patch_interpreter"):
         assert patch_bf16_dot() is True
 
@@ -248,3 +251,358 @@ def test_autotuned_candidate_verifies():
 
     verdict = verify("softmax", AUTOTUNED_SOFTMAX, examples=6, seed=1)
     assert verdict.verified, f"{verdict.reason}: {verdict.detail}"
+
+
+# ---------------------------------------------------------------------------------------------
+# bf16 arithmetic: the interpreter applied numpy to the uint16 bit patterns, as integers. Each
+# op against PyTorch's own bf16 result (CPU PyTorch computes a bf16 op in fp32 and rounds once
+# to nearest even, which is the correctly rounded bf16 result a GPU computes too).
+
+import contextlib  # noqa: E402
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+_BINARY = ("add", "sub", "mul", "div", "rem", "max", "min", "max_nan", "lt", "le", "gt", "ge", "eq", "ne",
+           "mul_const")
+_UNARY = ("neg", "abs", "to_f32", "to_f16", "to_f64", "to_i32", "clamp", "where")
+
+
+@triton.jit
+def _bf16_binary_kernel(a_ptr, b_ptr, o_ptr, N: tl.constexpr, OP: tl.constexpr):
+    r = tl.arange(0, N)
+    a = tl.load(a_ptr + r)
+    b = tl.load(b_ptr + r)
+    if OP == "add":
+        o = a + b
+    elif OP == "sub":
+        o = a - b
+    elif OP == "mul":
+        o = a * b
+    elif OP == "div":
+        o = a / b
+    elif OP == "rem":
+        o = a % b
+    elif OP == "max":
+        o = tl.maximum(a, b)
+    elif OP == "min":
+        o = tl.minimum(a, b)
+    elif OP == "max_nan":
+        o = tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+    elif OP == "lt":
+        o = a < b
+    elif OP == "le":
+        o = a <= b
+    elif OP == "gt":
+        o = a > b
+    elif OP == "ge":
+        o = a >= b
+    elif OP == "eq":
+        o = a == b
+    elif OP == "ne":
+        o = a != b
+    else:  # mul_const: the constant is rounded to bf16 first, as Triton does on a GPU
+        o = a * 0.1
+    tl.store(o_ptr + r, o)
+
+
+@triton.jit
+def _bf16_unary_kernel(a_ptr, o_ptr, N: tl.constexpr, OP: tl.constexpr):
+    r = tl.arange(0, N)
+    a = tl.load(a_ptr + r)
+    if OP == "neg":
+        o = -a
+    elif OP == "abs":
+        o = tl.abs(a)
+    elif OP == "clamp":
+        o = tl.clamp(a, -0.5, 0.75)
+    elif OP == "where":
+        o = tl.where(a > 0, a, -a)
+    else:  # casts from bf16; the store keeps the destination dtype
+        o = a
+    tl.store(o_ptr + r, o)
+
+
+@triton.jit
+def _to_bf16_kernel(x_ptr, o_ptr, N: tl.constexpr):
+    r = tl.arange(0, N)
+    tl.store(o_ptr + r, tl.load(x_ptr + r).to(tl.bfloat16))
+
+
+@triton.jit
+def _bf16_fma_kernel(a_ptr, b_ptr, c_ptr, o_ptr, N: tl.constexpr):
+    r = tl.arange(0, N)
+    tl.store(o_ptr + r, tl.fma(tl.load(a_ptr + r), tl.load(b_ptr + r), tl.load(c_ptr + r)))
+
+
+@triton.jit
+def _bf16_reduce_kernel(a_ptr, o_ptr, idx_ptr, M: tl.constexpr, N: tl.constexpr, OP: tl.constexpr):
+    rm = tl.arange(0, M)
+    rn = tl.arange(0, N)
+    a = tl.load(a_ptr + rm[:, None] * N + rn[None, :])
+    if OP == "sum":
+        tl.store(o_ptr + rm, tl.sum(a, axis=1))
+    elif OP == "max":
+        tl.store(o_ptr + rm, tl.max(a, axis=1))
+    elif OP == "min":
+        tl.store(o_ptr + rm, tl.min(a, axis=1))
+    elif OP == "argmax":
+        v, i = tl.max(a, axis=1, return_indices=True)
+        tl.store(o_ptr + rm, v)
+        tl.store(idx_ptr + rm, i)
+    else:  # cumsum
+        tl.store(o_ptr + rm[:, None] * N + rn[None, :], tl.cumsum(a, axis=1))
+
+
+@triton.jit
+def _swiglu_like_kernel(a_ptr, b_ptr, o_ptr, N: tl.constexpr):
+    # Liger's SwiGLU forward: silu in fp32, rounded to the input dtype, times b in that dtype.
+    r = tl.arange(0, N)
+    a = tl.load(a_ptr + r).to(tl.float32)
+    b = tl.load(b_ptr + r)
+    tl.store(o_ptr + r, (a * tl.sigmoid(a)).to(b.dtype) * b)
+
+
+@triton.jit
+def _rope_like_kernel(x1_ptr, x2_ptr, cos_ptr, sin_ptr, o1_ptr, o2_ptr, N: tl.constexpr):
+    # Liger's rope: the rotation in the input dtype.
+    r = tl.arange(0, N)
+    x1, x2 = tl.load(x1_ptr + r), tl.load(x2_ptr + r)
+    c, s = tl.load(cos_ptr + r), tl.load(sin_ptr + r)
+    tl.store(o1_ptr + r, x1 * c - x2 * s)
+    tl.store(o2_ptr + r, x2 * c + x1 * s)
+
+
+def _bf16_operands(n: int = 1024, seed: int = 0):
+    """Random bf16 values of mixed signs and magnitudes (1e-30 .. 1e30), zeros of both signs,
+    a subnormal and the infinities."""
+    g = torch.Generator().manual_seed(seed)
+    mag = torch.exp(torch.randn(n, generator=g, dtype=torch.float64) * 3)
+    mag[: n // 8] = torch.exp(torch.randn(n // 8, generator=g, dtype=torch.float64) * 30)
+    sign = torch.randint(0, 2, (n,), generator=g) * 2 - 1
+    v = (mag * sign).to(torch.bfloat16)
+    v[1], v[2], v[3], v[4], v[5] = 0.0, -0.0, float("inf"), float("-inf"), 1e-40
+    return v
+
+
+def _same(got: torch.Tensor, want: torch.Tensor) -> bool:
+    """Bit-identical, except that any NaN matches any NaN."""
+    if got.dtype != want.dtype or got.shape != want.shape:
+        return False
+    if got.is_floating_point():
+        both_nan = torch.isnan(got) & torch.isnan(want)
+        same = (got.view(torch.int16 if got.element_size() == 2 else torch.int32)
+                == want.view(torch.int16 if want.element_size() == 2 else torch.int32))
+        if got.element_size() == 8:
+            same = got.view(torch.int64) == want.view(torch.int64)
+        return bool((same | both_nan).all())
+    return torch.equal(got, want)
+
+
+@contextlib.contextmanager
+def _triton_bf16_arithmetic():
+    """Triton's own interpreter arithmetic (the bug), for the duration."""
+    from triton.runtime import interpreter as interp
+
+    swapped = []
+    for cls in (interp.InterpreterBuilder, interp.ReduceOps, interp.ScanOps):
+        for name, member in list(vars(cls).items()):
+            if getattr(member, "_kernelagent", False) and name not in ("create_dot", "create_assert"):
+                swapped.append((cls, name, member))
+                setattr(cls, name, member.__wrapped__)
+    try:
+        yield
+    finally:
+        for cls, name, member in swapped:
+            setattr(cls, name, member)
+
+
+def _binary(op: str, a, b):
+    out_dtype = torch.bool if op in ("lt", "le", "gt", "ge", "eq", "ne") else torch.bfloat16
+    o = torch.empty(a.shape, dtype=out_dtype)
+    _bf16_binary_kernel[(1,)](a, b, o, N=a.numel(), OP=op)
+    return o
+
+
+_TORCH_BINARY = {
+    "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b, "div": lambda a, b: a / b,
+    "rem": lambda a, b: torch.fmod(a, b), "lt": lambda a, b: a < b, "le": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b, "ge": lambda a, b: a >= b, "eq": lambda a, b: a == b, "ne": lambda a, b: a != b,
+    "max": lambda a, b: torch.fmax(a, b), "min": lambda a, b: torch.fmin(a, b),
+    "max_nan": lambda a, b: torch.maximum(a, b),
+    "mul_const": lambda a, b: a * torch.tensor(0.1, dtype=torch.bfloat16),
+}
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("op", _BINARY)
+def test_bf16_binary_op_matches_pytorch_bit_for_bit(op):
+    from kernelagent.kernels._interpreter import patch_interpreter
+
+    assert patch_interpreter()["bf16_arith"]
+    a, b = _bf16_operands(seed=1), _bf16_operands(seed=2)
+    if op in ("max", "min", "max_nan"):
+        a[7], b[8] = float("nan"), float("nan")  # fmax/fmin ignore a NaN; propagate_nan=ALL keeps it
+    if op == "rem":  # PyTorch's fmod gives NaN when a / b overflows (an exact fmod does not)
+        a, b = a.clamp(-1e6, 1e6), b.clamp(-1e6, 1e6)
+    want = _TORCH_BINARY[op](a, b)
+    assert _same(_binary(op, a, b), want), op
+    if op in ("add", "sub", "mul", "div", "lt", "gt", "max"):
+        with _triton_bf16_arithmetic():  # the interpreter bug this fix exists for
+            assert not _same(_binary(op, a, b), want), op
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("op", _UNARY)
+def test_bf16_unary_op_and_cast_matches_pytorch(op):
+    from kernelagent.kernels._interpreter import patch_interpreter
+
+    patch_interpreter()
+    a = _bf16_operands(seed=3)
+    if op == "to_i32":
+        a = a.clamp(-2e9, 2e9).nan_to_num(0.0)  # out-of-range float -> int is undefined everywhere
+    out_dtype = {"to_f32": torch.float32, "to_f16": torch.float16, "to_f64": torch.float64,
+                 "to_i32": torch.int32}.get(op, torch.bfloat16)
+    want = {"neg": lambda: -a, "abs": lambda: a.abs(), "clamp": lambda: a.clamp(-0.5, 0.75),
+            "where": lambda: torch.where(a > 0, a, -a)}.get(op, lambda: a.to(out_dtype))()
+    o = torch.empty(a.shape, dtype=out_dtype)
+    _bf16_unary_kernel[(1,)](a, o, N=a.numel(), OP=op)
+    assert _same(o, want), op
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("src", [torch.float32, torch.float16, torch.float64, torch.int32])
+def test_casts_to_bf16_round_to_nearest_even(src):
+    from kernelagent.kernels._interpreter import patch_interpreter
+
+    patch_interpreter()
+    g = torch.Generator().manual_seed(4)
+    if src == torch.int32:
+        x = torch.randint(-(2 ** 24), 2 ** 24, (1024,), generator=g, dtype=torch.int32)  # exact in fp32
+    else:
+        x = (torch.randn(1024, generator=g, dtype=torch.float64) * 100).to(src)
+        if src == torch.float64:
+            x = x.float().double()  # PyTorch rounds fp64 via fp32 (twice): compare where that is exact
+    o = torch.empty(x.shape, dtype=torch.bfloat16)
+    _to_bf16_kernel[(1,)](x, o, N=x.numel())
+    assert _same(o, x.to(torch.bfloat16))
+    if src == torch.float32:
+        with _triton_bf16_arithmetic():  # Triton's interpreter truncated instead of rounding
+            _to_bf16_kernel[(1,)](x, o, N=x.numel())
+            assert not _same(o, x.to(torch.bfloat16))
+
+
+def test_fp64_to_bf16_rounds_once():
+    from kernelagent.kernels._interpreter import patch_interpreter
+
+    patch_interpreter()
+    # Just above the midpoint of 1 and 1 + 2^-7: nearest is 1 + 2^-7. Rounding to fp32 first
+    # (as PyTorch's CPU conversion does) lands on the midpoint and ties to 1.0.
+    above = 1 + 2 ** -8 + 2 ** -40
+    x = torch.tensor([above, -above, 1 + 2 ** -8, 3.4e38, 1e39, 1e-50, float("nan"), 3.0], dtype=torch.float64)
+    o = torch.empty(x.shape, dtype=torch.bfloat16)
+    _to_bf16_kernel[(1,)](x, o, N=8)
+    assert o[0].item() == 1 + 2 ** -7 and o[1].item() == -(1 + 2 ** -7)
+    assert x[:1].to(torch.bfloat16).item() == 1.0  # PyTorch's double rounding, for the record
+    assert o[2].item() == 1.0  # an exact tie goes to even
+    assert o[3].item() == float("inf") and o[4].item() == float("inf")  # past bf16's max + half an ulp
+    assert o[5].item() == 0.0 and torch.isnan(o[6]) and o[7].item() == 3.0
+
+
+def test_bf16_fma_rounds_once_like_pytorch():
+    from kernelagent.kernels._interpreter import patch_interpreter
+
+    patch_interpreter()
+    g = torch.Generator().manual_seed(5)
+    a, b, c = (torch.randn(1024, generator=g).bfloat16() for _ in range(3))
+    o = torch.empty_like(a)
+    _bf16_fma_kernel[(1,)](a, b, c, o, N=a.numel())
+    assert _same(o, torch.addcmul(c, a, b))
+
+
+def _tree_sum_reference(x: torch.Tensor) -> torch.Tensor:
+    """Pairwise sum along the last dim with PyTorch's bf16 adds (each rounded to bf16)."""
+    while x.shape[-1] > 1:
+        half = x.shape[-1] // 2
+        x = torch.cat([x[..., :half] + x[..., half:2 * half], x[..., 2 * half:]], dim=-1)
+    return x[..., 0]
+
+
+@pytest.mark.parametrize("op", ["sum", "max", "min", "argmax", "cumsum"])
+def test_bf16_reductions_match_pytorch(op):
+    from kernelagent.kernels._interpreter import patch_interpreter
+
+    patch_interpreter()
+    g = torch.Generator().manual_seed(6)
+    a = (torch.randn(8, 64, generator=g) * 10).bfloat16()
+    o = torch.empty((8, 64) if op == "cumsum" else (8,), dtype=torch.bfloat16)
+    idx = torch.empty(8, dtype=torch.int32)
+    _bf16_reduce_kernel[(1,)](a, o, idx, M=8, N=64, OP=op)
+    if op == "sum":
+        assert _same(o, _tree_sum_reference(a))
+        assert float((o.double() - a.double().sum(-1)).abs().max()) < 0.05 * float(a.double().abs().sum(-1).max())
+    elif op == "cumsum":
+        want = a.clone()
+        for i in range(1, 64):
+            want[:, i] = want[:, i - 1] + a[:, i]
+        assert _same(o, want)
+    elif op == "argmax":
+        v, i = a.max(dim=-1)
+        assert _same(o, v) and torch.equal(idx.long(), i)
+    else:
+        assert _same(o, getattr(a, op)(dim=-1).values)
+
+
+def test_liger_style_bf16_swiglu_and_rope_are_right():
+    from kernelagent.kernels._interpreter import patch_interpreter
+
+    patch_interpreter()
+    g = torch.Generator().manual_seed(7)
+    a, b = torch.randn(256, generator=g).bfloat16(), torch.randn(256, generator=g).bfloat16()
+    o = torch.empty_like(a)
+    _swiglu_like_kernel[(1,)](a, b, o, N=256)
+    want = torch.nn.functional.silu(a.float()).bfloat16() * b
+    assert float((o.float() - want.float()).abs().max()) <= 2 ** -7 * float(want.float().abs().max())
+    x1, x2, c, s = (torch.randn(256, generator=g).bfloat16() for _ in range(4))
+    o1, o2 = torch.empty_like(x1), torch.empty_like(x2)
+    _rope_like_kernel[(1,)](x1, x2, c, s, o1, o2, N=256)
+    assert _same(o1, x1 * c - x2 * s) and _same(o2, x2 * c + x1 * s)
+
+
+# ---------------------------------------------------------------------------------------------
+# tl.device_assert: checked in the interpreter, a ValueError when it fails
+
+
+@triton.jit
+def _asserting_kernel(x_ptr, o_ptr, N: tl.constexpr):
+    r = tl.arange(0, N)
+    x = tl.load(x_ptr + r)
+    tl.device_assert(x >= 0, "asserting_kernel: x must be non-negative")
+    tl.store(o_ptr + r, x * 2)
+
+
+def test_device_assert_is_checked_in_the_interpreter():
+    from kernelagent.kernels._interpreter import DeviceAssertError, patch_interpreter
+
+    assert patch_interpreter()["device_assert"]
+    x, o = torch.arange(16, dtype=torch.float32), torch.empty(16)
+    _asserting_kernel[(1,)](x, o, N=16)
+    assert torch.equal(o, 2 * x)
+    x[5] = -1.0
+    with pytest.raises(DeviceAssertError, match="must be non-negative") as info:
+        _asserting_kernel[(1,)](x, o, N=16)
+    assert isinstance(info.value, ValueError)
+
+
+def test_integer_overflow_checks_stay_a_debug_matter():
+    from kernelagent.kernels._interpreter import patch_interpreter
+
+    patch_interpreter()
+
+    @triton.jit
+    def _overflowing_kernel(o_ptr, big):
+        tl.store(o_ptr, big * 4)  # int32 overflow: wraps without TRITON_DEBUG, as on a GPU
+
+    o = torch.empty(1, dtype=torch.int32)
+    _overflowing_kernel[(1,)](o, 2 ** 30)
+    assert int(o) == 0

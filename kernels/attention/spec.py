@@ -8,7 +8,7 @@ import torch
 
 from .. import spec as _spec
 from ..spec import (DTYPE_NAMES, DTYPES, Call, Case, OpSpec, Param, Tolerance, TuningSpace, bench_strategy,
-                    common_strategy, generator, size_strategy, tensor)
+                    common_strategy, generator, pick_class, size_strategy, tensor)
 
 
 def _kernel_default_config(*args, **kwargs) -> dict:
@@ -42,18 +42,32 @@ def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
 
 
-def strategy(max_numel: int):
+def _shape_weights(max_numel: int) -> dict[str, int]:
+    weights = {"plain": 8}
+    if _spec.EMPTY_CASES:
+        weights["empty"] = 1
+    if bench_strategy(BENCH_CASES, _largest_input, max_numel) is not None:
+        weights["bench"] = 1
+    return weights
+
+
+def shape_classes(max_numel: int) -> tuple[str, ...]:
+    return tuple(_shape_weights(max_numel))
+
+
+def strategy(max_numel: int, pin=None):
     from hypothesis import strategies as st
 
     bench = bench_strategy(BENCH_CASES, _largest_input, max_numel)
+    commons = common_strategy(scales=(1.0, 1.0, 3.0), pin=pin)
+    kinds = pick_class(_shape_weights(max_numel), pin)
 
     @st.composite
     def cases(draw):
-        common = draw(common_strategy(scales=(1.0, 1.0, 3.0)))
-        kind = draw(st.sampled_from(["plain"] * 8 + (["empty"] if _spec.EMPTY_CASES else [])
-                                    + (["bench"] if bench is not None else [])))
+        common = draw(commons)
+        kind = draw(kinds)
         if kind == "bench":
-            return Case(params=dict(draw(bench)), **common)
+            return Case(params=dict(draw(bench)), shape_class=kind, **common)
         head_dim = draw(st.sampled_from(HEAD_DIMS))
         batch = draw(st.sampled_from([1, 1, 2]))
         heads = draw(st.sampled_from([1, 2, 3]))
@@ -67,7 +81,7 @@ def strategy(max_numel: int):
             seq = 0  # no queries: an empty output (zero keys with queries is undefined)
         return Case(params={"batch": batch, "heads": heads, "seq": seq, "seq_kv": seq_kv,
                             "head_dim": head_dim, "causal": draw(st.booleans()),
-                            "scale": draw(st.sampled_from([None, None, 0.125, 0.5]))}, **common)
+                            "scale": draw(st.sampled_from([None, None, 0.125, 0.5]))}, shape_class=kind, **common)
 
     return cases()
 
@@ -142,4 +156,5 @@ OPSPEC = OpSpec(
     default_config=default_config,
     shape_key=shape_key,
     bench_cases=BENCH_CASES,
+    shape_classes=shape_classes,
 )

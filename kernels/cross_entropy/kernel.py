@@ -15,8 +15,16 @@ Two launches, no atomics, so identical calls give identical bits:
    entirely. Per-row fp32 losses and 0/1 flags go to scratch buffers.
 2. one program sums the losses and the flags in a fixed order and divides.
 
-A target outside [0, vocab) that is not ignore_index is not checked on the device (PyTorch
-raises); its row contributes logsumexp alone. Accumulation is in fp32.
+A target outside [0, vocab) that is not ignore_index is an error, as in PyTorch and Liger. The
+row kernel asserts it with ``tl.device_assert``: in Triton's interpreter (the CPU path) the
+assert is always checked and the call raises a ``ValueError`` (``DeviceAssertError``); on a GPU
+Triton compiles device asserts only under ``TRITON_DEBUG=1`` (a bad target then stops the kernel
+with a device-side assert, as PyTorch's CUDA kernel does), at the cost of one compare and
+branch per row. Without it the
+row's loss is NaN, so the mean is NaN rather than a plausible number: one compare and select
+per row on the target the kernel loads anyway, no extra memory traffic, no host sync. (A host
+check would read the targets back and wait for the GPU on every call; a candidate kernel may
+not read tensor values on the host at all.) Accumulation is in fp32.
 
 Self-contained on purpose: the harness verifies this file exactly as it verifies an LLM's
 candidate, so it imports only torch and triton.
@@ -34,6 +42,9 @@ def _cross_entropy_row_kernel(logits_ptr, target_ptr, loss_ptr, valid_ptr, n_voc
     row = tl.program_id(0).to(tl.int64)
     target = tl.load(target_ptr + row * stride_t)
     valid = target != ignore_index
+    in_range = (target >= 0) & (target < n_vocab)
+    tl.device_assert(in_range | (target == ignore_index),
+                     "cross_entropy: a target is outside [0, vocab) and is not ignore_index")
     loss = 0.0
     if valid:
         logits_row = logits_ptr + row * stride_lr
@@ -52,11 +63,10 @@ def _cross_entropy_row_kernel(logits_ptr, target_ptr, loss_ptr, valid_ptr, n_voc
             p = tl.where(alive, tl.exp(x - m_new), 0.0)
             l_sum = l_sum * alpha + tl.sum(p, axis=0)
             m = m_new
-        in_range = (target >= 0) & (target < n_vocab)
         x_t = tl.load(logits_row + target * stride_lv, mask=in_range, other=0.0).to(tl.float32)
         # (m - x_t) first: exact when the target logit is near the max, so a confident row's
         # small loss is not rounded at the magnitude of the logits.
-        loss = (m - x_t) + tl.log(l_sum)
+        loss = tl.where(in_range, (m - x_t) + tl.log(l_sum), float("nan"))
     tl.store(loss_ptr + row, loss)
     tl.store(valid_ptr + row, valid.to(tl.int32))
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import (PAST_CAP_ROWS, Call, Case, OpSpec, Param, Tolerance, TuningSpace, bench_strategy, common_strategy,
-                    generator, many_rows_cap, mask_neg_inf, size_strategy, tensor)
+from ..spec import (NEG_INF_CLASSES, PAST_CAP_ROWS, Call, Case, OpSpec, Param, Tolerance, TuningSpace, bench_strategy,
+                    common_strategy, generator, many_rows_cap, mask_neg_inf, neg_inf_class, pick_class, size_strategy,
+                    tensor)
 
 # Llama-3 (128256) and Llama-2 (32000) vocabularies at training-batch token counts.
 BENCH_CASES = [{"rows": 4096, "vocab": 128256, "ignore_index": -100},
@@ -17,30 +18,53 @@ def reference(logits: torch.Tensor, target: torch.Tensor, ignore_index: int = -1
     return torch.nn.functional.cross_entropy(logits, target, ignore_index=ignore_index, reduction="mean")
 
 
-def strategy(max_numel: int):
+def _past_cap_rows(max_numel: int) -> list[int]:
+    return [r for r in PAST_CAP_ROWS if 64 < r <= min(many_rows_cap(max_numel), max_numel)]
+
+
+def _bench_numel(c) -> int:
+    return c["rows"] * c["vocab"]
+
+
+def _shape_weights(max_numel: int) -> dict[str, int]:
+    weights = {"plain": 7, "one_class": 1}
+    if _past_cap_rows(max_numel):
+        weights["many_rows"] = 1
+    if bench_strategy(BENCH_CASES, _bench_numel, max_numel) is not None:
+        weights["bench"] = 1
+    return weights
+
+
+def shape_classes(max_numel: int) -> tuple[str, ...]:
+    return tuple(_shape_weights(max_numel))
+
+
+def strategy(max_numel: int, pin=None):
     from hypothesis import strategies as st
 
     # Logits ~1e3 are the point of a fused, max-shifted log-sum-exp. fp16 tops out at 65504:
     # Pareto tails, and lognormal times 1000, would overflow the *input*, so fp16 draws lighter
     # distributions at the large scale.
     commons = st.one_of(
-        common_strategy(dtypes=("fp32", "bf16"), scales=(1.0, 1.0, 30.0, 1000.0)),
-        common_strategy(dtypes=("fp16",), dists=("normal", "uniform", "laplace", "lognormal"), scales=(1.0, 30.0)),
-        common_strategy(dtypes=("fp16",), dists=("normal", "uniform", "laplace"), scales=(1000.0,)),
+        common_strategy(dtypes=("fp32", "bf16"), scales=(1.0, 1.0, 30.0, 1000.0), pin=pin),
+        common_strategy(dtypes=("fp16",), dists=("normal", "uniform", "laplace", "lognormal"), scales=(1.0, 30.0),
+                        pin=pin),
+        common_strategy(dtypes=("fp16",), dists=("normal", "uniform", "laplace"), scales=(1000.0,), pin=pin),
     )
 
-    bench = bench_strategy(BENCH_CASES, lambda c: c["rows"] * c["vocab"], max_numel)
+    bench = bench_strategy(BENCH_CASES, _bench_numel, max_numel)
     many_hi = min(many_rows_cap(max_numel), max_numel)
-    past = [r for r in PAST_CAP_ROWS if 64 < r <= many_hi]
+    past = _past_cap_rows(max_numel)
+    kinds = pick_class(_shape_weights(max_numel), pin)
+    masks = pick_class(NEG_INF_CLASSES, pin, axis="neg_inf")
 
     @st.composite
     def cases(draw):
-        kind = draw(st.sampled_from(["plain"] * 7 + ["one_class"] + (["many_rows"] if past else [])
-                                    + (["bench"] if bench is not None else [])))
+        kind = draw(kinds)
         common = draw(commons)
         if kind == "bench":
-            return Case(params=dict(draw(bench)), **common)
-        if kind == "many_rows":
+            params = dict(draw(bench))
+        elif kind == "many_rows":
             # More rows than a capped row grid or one block of the final mean covers.
             rows = draw(st.one_of(st.sampled_from(past), st.integers(65, many_hi)))
             vocab = draw(size_strategy(1, max(1, min(64, max_numel // rows))))
@@ -51,15 +75,16 @@ def strategy(max_numel: int):
         else:
             vocab = draw(size_strategy(min(2, max_numel), max(2, min(max_numel, 65536))))
             rows = draw(size_strategy(1, max(1, min(64, max_numel // vocab))))
-        # A pad id inside the vocab (0) ignores rows by a real class, not by an out-of-range value.
-        ignore_index = draw(st.sampled_from([-100, -100, -1] + ([0] if vocab >= 2 else [])))
-        params = {"rows": rows, "vocab": vocab, "ignore_index": ignore_index}
+        if kind != "bench":
+            # A pad id inside the vocab (0) ignores rows by a real class, not by an out-of-range value.
+            ignore_index = draw(st.sampled_from([-100, -100, -1] + ([0] if vocab >= 2 else [])))
+            params = {"rows": rows, "vocab": vocab, "ignore_index": ignore_index}
         # Masked logits (some entries -inf, or all but the target's): the target logit and one
         # logit of every ignored row stay finite, so every loss and the mean stay finite.
-        neg_inf = draw(st.sampled_from([None, None, None, None, "some", "all_but_one"]))
-        if neg_inf:
+        neg_inf = draw(masks)
+        if neg_inf != "none":
             params["neg_inf"] = neg_inf
-        return Case(params=params, **common)
+        return Case(params=params, shape_class=kind, **common)
 
     return cases()
 
@@ -130,4 +155,7 @@ OPSPEC = OpSpec(
     default_config=default_config,
     shape_key=shape_key,
     bench_cases=BENCH_CASES,
+    shape_classes=shape_classes,
+    param_classes={"neg_inf": tuple(NEG_INF_CLASSES)},
+    param_class_of=neg_inf_class,
 )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..spec import (Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy, generator,
-                     last_dim_key, row_params_strategy, row_shape, row_tile_constraint, row_tile_default, tensor)
+                     last_dim_key, row_params_strategy, row_shape, row_shape_classes, row_tile_constraint,
+                     row_tile_default, tensor)
 
 BENCH_CASES = [{"batch": 0, "rows": 4096, "cols": 4096}, {"batch": 0, "rows": 8192, "cols": 8192},
                {"batch": 4, "rows": 2048, "cols": 5120}]
@@ -21,23 +22,29 @@ def reference(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor |
     return torch.nn.functional.layer_norm(x, (x.shape[-1],), weight, bias, eps)
 
 
-def strategy(max_numel: int):
+def shape_classes(max_numel: int) -> tuple[str, ...]:
+    return row_shape_classes(max_numel, bench_cases=BENCH_CASES)
+
+
+def strategy(max_numel: int, pin=None):
     from hypothesis import strategies as st
 
-    shapes = row_params_strategy(max_numel, bench_cases=BENCH_CASES)
+    shapes = row_params_strategy(max_numel, bench_cases=BENCH_CASES, pin=pin)
+    # lognormal rows have a large common offset: the case that breaks E[x^2] - E[x]^2. fp16
+    # stays at scale 1: Pareto x 100 would overflow its 65504 range in the *input*.
+    commons = st.one_of(common_strategy(dtypes=("fp32", "bf16"), scales=(1.0, 1.0, 100.0), pin=pin),
+                        common_strategy(dtypes=("fp16",), pin=pin))
 
     @st.composite
     def cases(draw):
-        params = dict(draw(shapes))
-        # lognormal rows have a large common offset: the case that breaks E[x^2] - E[x]^2. fp16
-        # stays at scale 1: Pareto x 100 would overflow its 65504 range in the *input*.
-        common = draw(st.one_of(common_strategy(dtypes=("fp32", "bf16"), scales=(1.0, 1.0, 100.0)),
-                                common_strategy(dtypes=("fp16",))))
+        shape_class, params = draw(shapes)
+        params = dict(params)
+        common = draw(commons)
         if draw(st.sampled_from([False, False, False, True])):
             # A large common offset on top of the distribution, scale 1 so fp16 stays in range.
             params["offset"] = OFFSETS[common["dtype"]]
             common["scale"] = 1.0
-        return Case(params=params, **common)
+        return Case(params=params, shape_class=shape_class, **common)
 
     return cases()
 
@@ -88,4 +95,5 @@ OPSPEC = OpSpec(
     default_config=default_config,
     shape_key=shape_key,
     bench_cases=BENCH_CASES,
+    shape_classes=shape_classes,
 )

@@ -6,7 +6,7 @@ import torch
 
 from .. import spec as _spec
 from ..spec import (DTYPE_NAMES, DTYPES, LAYOUTS, Call, Case, OpSpec, Param, Tolerance, TuningSpace, bench_strategy,
-                    common_strategy, generator, size_strategy, tensor)
+                    common_strategy, generator, pick_class, size_strategy, tensor)
 
 
 def _kernel_default_config(*args, **kwargs) -> dict:
@@ -51,24 +51,38 @@ def reference(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None
     return out
 
 
-def strategy(max_numel: int):
+def _shape_weights(max_numel: int) -> dict[str, int]:
+    weights = {"plain": 8}
+    if _spec.EMPTY_CASES:
+        weights["empty"] = 1
+    if bench_strategy(BENCH_CASES, _largest_operand, max_numel) is not None:
+        weights["bench"] = 1
+    return weights
+
+
+def shape_classes(max_numel: int) -> tuple[str, ...]:
+    return tuple(_shape_weights(max_numel))
+
+
+def strategy(max_numel: int, pin=None):
     from hypothesis import strategies as st
 
     bench = bench_strategy(BENCH_CASES, _largest_operand, max_numel)
+    commons = common_strategy(scales=(1.0, 1.0, 0.01, 100.0), pin=pin)
+    kinds = pick_class(_shape_weights(max_numel), pin)
 
     @st.composite
     def cases(draw):
-        common = draw(common_strategy(scales=(1.0, 1.0, 0.01, 100.0)))
+        common = draw(commons)
         if common["dtype"] == "fp16":
             # Pareto tails and large scales overflow fp16's 65504 in the output; that tests
             # fp16's range, not the kernel (PyTorch overflows too).
             common["dist"] = "laplace" if common["dist"] == "pareto" else common["dist"]
             common["scale"] = min(common["scale"], 1.0)
-        kind = draw(st.sampled_from(["plain"] * 8 + (["empty"] if _spec.EMPTY_CASES else [])
-                                    + (["bench"] if bench is not None else [])))
+        kind = draw(kinds)
         if kind == "bench":
             # Production size (the GPU lane): the work bound below is for the interpreter only.
-            return Case(params=dict(draw(bench)), **common)
+            return Case(params=dict(draw(bench)), shape_class=kind, **common)
         # Each operand and the output stay under max_numel elements, and the work under
         # 64 * max_numel multiply-adds: the CPU interpreter's tl.dot runs at ~50 MFLOP/s.
         macs = 64 * max_numel
@@ -87,7 +101,7 @@ def strategy(max_numel: int):
         return Case(params={"batch": batch, "M": m, "N": n, "K": k,
                             "bias": draw(st.booleans()),
                             "activation": draw(st.sampled_from(ACTIVATIONS)),
-                            "layout_b": draw(st.sampled_from(LAYOUTS))}, **common)
+                            "layout_b": draw(st.sampled_from(LAYOUTS))}, shape_class=kind, **common)
 
     return cases()
 
@@ -173,4 +187,5 @@ OPSPEC = OpSpec(
     default_config=default_config,
     shape_key=shape_key,
     bench_cases=BENCH_CASES,
+    shape_classes=shape_classes,
 )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..spec import (Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy, generator,
-                     last_dim_key, row_params_strategy, row_shape, row_tile_constraint, row_tile_default, tensor)
+                     last_dim_key, row_params_strategy, row_shape, row_shape_classes, row_tile_constraint,
+                     row_tile_default, tensor)
 
 BENCH_CASES = [{"batch": 0, "rows": 4096, "cols": 4096}, {"batch": 0, "rows": 8192, "cols": 8192},
                {"batch": 4, "rows": 2048, "cols": 5120}]
@@ -24,18 +25,24 @@ def reference(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch
     return y.to(x.dtype)
 
 
-def strategy(max_numel: int):
+def shape_classes(max_numel: int) -> tuple[str, ...]:
+    return row_shape_classes(max_numel, bench_cases=BENCH_CASES)
+
+
+def strategy(max_numel: int, pin=None):
     from hypothesis import strategies as st
 
-    shapes = row_params_strategy(max_numel, bench_cases=BENCH_CASES)
+    shapes = row_params_strategy(max_numel, bench_cases=BENCH_CASES, pin=pin)
+    commons = common_strategy(pin=pin)
 
     @st.composite
     def cases(draw):
-        params = dict(draw(shapes))
-        common = draw(common_strategy())
+        shape_class, params = draw(shapes)
+        params = dict(params)
+        common = draw(commons)
         if draw(st.sampled_from([False, False, False, False, True])):
             params["offset"] = OFFSETS[common["dtype"]]
-        return Case(params=params, **common)
+        return Case(params=params, shape_class=shape_class, **common)
 
     return cases()
 
@@ -81,4 +88,5 @@ OPSPEC = OpSpec(
     default_config=default_config,
     shape_key=shape_key,
     bench_cases=BENCH_CASES,
+    shape_classes=shape_classes,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..spec import (DISTRIBUTIONS, DTYPES, Call, Case, OpSpec, Param, Tolerance, TuningSpace, bench_strategy,
-                    common_strategy, generator, lay_out, size_strategy, tensor)
+                    common_strategy, generator, lay_out, pick_class, size_strategy, tensor)
 from .. import spec as _spec
 
 BENCH_CASES = [{"batch": 1, "heads": 32, "seq": 4096, "head_dim": 128},
@@ -22,22 +22,36 @@ def _x_numel(p) -> int:
     return p["batch"] * p["heads"] * p["seq"] * p["head_dim"]
 
 
-def strategy(max_numel: int):
+def _shape_weights(max_numel: int) -> dict[str, int]:
+    weights = {"plain": 8}
+    if _spec.EMPTY_CASES:
+        weights["empty"] = 1
+    if bench_strategy(BENCH_CASES, _x_numel, max_numel) is not None:
+        weights["bench"] = 1
+    return weights
+
+
+def shape_classes(max_numel: int) -> tuple[str, ...]:
+    return tuple(_shape_weights(max_numel))
+
+
+def strategy(max_numel: int, pin=None):
     from hypothesis import strategies as st
 
     bench = bench_strategy(BENCH_CASES, _x_numel, max_numel)
+    # A rotation can lift a component to |x| * sqrt(2): fp16 Pareto tails near 65504 would
+    # overflow the output where the float64 reference is finite, so fp16 draws lighter tails.
+    light = tuple(d for d in DISTRIBUTIONS if d != "pareto")
+    commons = st.one_of(common_strategy(dtypes=("fp32", "bf16"), pin=pin),
+                        common_strategy(dtypes=("fp16",), dists=light, pin=pin))
+    kinds = pick_class(_shape_weights(max_numel), pin)
 
     @st.composite
     def cases(draw):
-        # A rotation can lift a component to |x| * sqrt(2): fp16 Pareto tails near 65504 would
-        # overflow the output where the float64 reference is finite, so fp16 draws lighter tails.
-        light = tuple(d for d in DISTRIBUTIONS if d != "pareto")
-        common = draw(st.one_of(common_strategy(dtypes=("fp32", "bf16")),
-                                common_strategy(dtypes=("fp16",), dists=light)))
-        kind = draw(st.sampled_from(["plain"] * 8 + (["empty"] if _spec.EMPTY_CASES else [])
-                                    + (["bench"] if bench is not None else [])))
+        common = draw(commons)
+        kind = draw(kinds)
         if kind == "bench":
-            return Case(params=dict(draw(bench)), **common)
+            return Case(params=dict(draw(bench)), shape_class=kind, **common)
         half = draw(st.one_of(st.sampled_from([32, 64]), size_strategy(1, 128)))
         head_dim = 2 * half
         batch = draw(st.sampled_from([1, 1, 2]))
@@ -46,7 +60,8 @@ def strategy(max_numel: int):
         if kind == "empty":
             # No positions, or no heads: an empty output (cos/sin of shape (0, half) for seq 0).
             seq, heads = draw(st.sampled_from([(0, heads), (seq, 0)]))
-        return Case(params={"batch": batch, "heads": heads, "seq": seq, "head_dim": head_dim}, **common)
+        return Case(params={"batch": batch, "heads": heads, "seq": seq, "head_dim": head_dim},
+                    shape_class=kind, **common)
 
     return cases()
 
@@ -128,4 +143,5 @@ OPSPEC = OpSpec(
     default_config=default_config,
     shape_key=shape_key,
     bench_cases=BENCH_CASES,
+    shape_classes=shape_classes,
 )

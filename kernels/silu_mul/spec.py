@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..spec import (DISTRIBUTIONS, Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy, generator,
-                    row_params_strategy, row_shape, tensor)
+                    row_params_strategy, row_shape, row_shape_classes, tensor)
 
 # Llama-3 8B and 70B MLP widths at a 4k/8k-token batch.
 BENCH_CASES = [{"batch": 0, "rows": 4096, "cols": 14336}, {"batch": 0, "rows": 8192, "cols": 28672},
@@ -16,20 +16,28 @@ def reference(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.silu(gate) * up
 
 
-def strategy(max_numel: int):
+# Tiles stack rows, so the plain branch goes to 256 rows; "many rows" goes past grid caps.
+_ROWS = {"max_rows": 256, "bench_cases": BENCH_CASES}
+
+
+def shape_classes(max_numel: int) -> tuple[str, ...]:
+    return row_shape_classes(max_numel, **_ROWS)
+
+
+def strategy(max_numel: int, pin=None):
     from hypothesis import strategies as st
 
     # fp16 tops out at 65504: the product of two Pareto tails overflows it in a few percent of
     # draws, so fp16 cases take the lighter-tailed distributions.
     light = tuple(d for d in DISTRIBUTIONS if d != "pareto")
-    commons = st.one_of(common_strategy(dtypes=("fp32", "bf16")), common_strategy(dtypes=("fp16",), dists=light))
-
-    # Tiles stack rows, so the plain branch goes to 256 rows; "many rows" goes past grid caps.
-    shapes = row_params_strategy(max_numel, max_rows=256, bench_cases=BENCH_CASES)
+    commons = st.one_of(common_strategy(dtypes=("fp32", "bf16"), pin=pin),
+                        common_strategy(dtypes=("fp16",), dists=light, pin=pin))
+    shapes = row_params_strategy(max_numel, pin=pin, **_ROWS)
 
     @st.composite
     def cases(draw):
-        return Case(params=draw(shapes), **draw(commons))
+        shape_class, params = draw(shapes)
+        return Case(params=params, shape_class=shape_class, **draw(commons))
 
     return cases()
 
@@ -84,4 +92,5 @@ OPSPEC = OpSpec(
     default_config=default_config,
     shape_key=shape_key,
     bench_cases=BENCH_CASES,
+    shape_classes=shape_classes,
 )

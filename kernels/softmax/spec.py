@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..spec import (Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy, generator,
-                     last_dim_key, mask_neg_inf, row_params_strategy, row_shape, row_tile_default, tensor)
+from ..spec import (NEG_INF_CLASSES, Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy,
+                     generator, last_dim_key, mask_neg_inf, neg_inf_class, pick_class, row_params_strategy,
+                     row_shape, row_shape_classes, row_tile_default, tensor)
 
 
 BENCH_CASES = [{"batch": 0, "rows": 4096, "cols": 4096}, {"batch": 0, "rows": 8192, "cols": 8192},
@@ -16,22 +17,29 @@ def reference(x: torch.Tensor) -> torch.Tensor:
     return torch.softmax(x, dim=-1)
 
 
-def strategy(max_numel: int):
+def shape_classes(max_numel: int) -> tuple[str, ...]:
+    return row_shape_classes(max_numel, bench_cases=BENCH_CASES)
+
+
+def strategy(max_numel: int, pin=None):
     from hypothesis import strategies as st
 
-    shapes = row_params_strategy(max_numel, bench_cases=BENCH_CASES)
+    shapes = row_params_strategy(max_numel, bench_cases=BENCH_CASES, pin=pin)
+    commons = common_strategy(scales=(1.0, 1.0, 30.0, 1000.0), pin=pin)
+    masks = pick_class(NEG_INF_CLASSES, pin, axis="neg_inf")
 
     @st.composite
     def cases(draw):
-        params = dict(draw(shapes))
+        shape_class, params = draw(shapes)
+        params = dict(params)
         # Masked logits: some entries of a row -inf, or all but one (the finite one anywhere in
         # the row, so a multi-tile kernel meets whole tiles of -inf first). Never a whole row:
         # its softmax is NaN and the harness would skip the case.
-        neg_inf = draw(st.sampled_from([None, None, None, None, "some", "all_but_one"]))
-        if neg_inf:
+        neg_inf = draw(masks)
+        if neg_inf != "none":
             params["neg_inf"] = neg_inf
-        common = draw(common_strategy(scales=(1.0, 1.0, 30.0, 1000.0)))
-        return Case(params=params, **common)
+        common = draw(commons)
+        return Case(params=params, shape_class=shape_class, **common)
 
     return cases()
 
@@ -68,4 +76,7 @@ OPSPEC = OpSpec(
     default_config=default_config,
     shape_key=shape_key,
     bench_cases=BENCH_CASES,
+    shape_classes=shape_classes,
+    param_classes={"neg_inf": tuple(NEG_INF_CLASSES)},
+    param_class_of=neg_inf_class,
 )
