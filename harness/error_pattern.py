@@ -50,7 +50,7 @@ def describe(out: torch.Tensor, ref: torch.Tensor, bad: torch.Tensor) -> str:
         parts.append(f"all {total} element(s) wrong")
     else:
         parts.append(f"{n_bad} of {total} elements wrong ({100.0 * n_bad / total:.1f} %)")
-        if out.dim() >= 1 and out.shape[-1] > 1:
+        if out.dim() >= 1 and out.shape[-1] >= 8:   # too few columns to show a pattern otherwise
             rows = bad.reshape(-1, out.shape[-1])
             n_rows, n_cols = rows.shape
             bad_cols = rows.any(0).nonzero().flatten().tolist()
@@ -65,7 +65,7 @@ def describe(out: torch.Tensor, ref: torch.Tensor, bad: torch.Tensor) -> str:
                                  "the mask or the last tile along the row")
             elif len(bad_cols) < n_cols:
                 parts.append(f"columns {_runs(bad_cols)} of {n_cols}")
-            if n_rows > 1:
+            if n_rows >= 4:
                 if len(bad_rows) == n_rows:
                     parts.append(f"in every row ({n_rows})")
                 elif bad_rows == list(range(bad_rows[0], n_rows)) and bad_rows[0] > 0:
@@ -103,12 +103,18 @@ class ClassTally:
                 (self.passed if ok else self.failed)[k].add(str(classes[k]))
 
     def describe(self) -> str:
-        """"fails only for dtype bf16 (passed: fp16, fp32)" when one value of a class is the only one
-        that failed and others passed; "" when the failures do not single one out."""
+        """"failed only with dtype bf16 (passed with fp16, fp32)" when one value of a class is the
+        only one that failed among the cases tried and others passed; "" otherwise."""
         out = []
         for k in self.keys:
-            failed_only = self.failed[k] - self.passed[k]
-            if len(self.failed[k]) == 1 and failed_only and self.passed[k]:
-                out.append(f"fails only for {k} {next(iter(failed_only))} "
-                           f"(passed: {', '.join(sorted(self.passed[k]))})")
+            # One value failed (some of its cases may pass: shrinking tries smaller ones), and
+            # every other value tried passed.
+            others = self.passed[k] - self.failed[k]
+            if len(self.failed[k]) == 1 and others:
+                out.append(f"failed only with {k} {next(iter(self.failed[k]))} "
+                           f"(passed with {', '.join(sorted(others))})")
+                # The first axis that singles a value out, only: once every failure is bf16, the
+                # failures' layouts are whatever the bf16 cases drew, and saying "failed only with
+                # layout contiguous" then would mislead.
+                break
         return "; ".join(out)

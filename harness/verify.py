@@ -39,6 +39,7 @@ from .sandbox import Limits, SandboxedWorker, WorkerDied
 from .session import CandidateSession, SessionError, tensor_nbytes
 from .verdict import Reason, Verdict
 from .wire import WireError, align, itemsize, pack_shared
+from .error_pattern import ClassTally
 
 DEFAULT_EXAMPLES = 16
 SHRINK_BUDGET = 12   # extra evaluations spent shrinking a failure to a minimal counterexample
@@ -140,6 +141,8 @@ class _Run:
     # axis -> the classes of the Cases evaluated so far (``covered_classes``: by effect)
     covered: dict = field(default_factory=dict)
     memo: dict = field(default_factory=dict)    # repr(case) -> Outcome, across hypothesis runs
+    # which classes passed and failed (error_pattern.ClassTally): "failed only with dtype bf16"
+    tally: Any = None
 
 
 def verify(target, candidate_source: str, *, examples: int | None = None, seed: int | None = None,
@@ -212,7 +215,7 @@ def verify(target, candidate_source: str, *, examples: int | None = None, seed: 
         return Verdict.reject(reason_of(e.reason, Reason.CRASH), detail, **done({"cpu_s": e.cpu_s}))
     except SessionError as e:
         return Verdict.reject(reason_of(e.reason, Reason.IMPORT_ERROR), e.detail[:4000], **done({}))
-    run = _Run(tgt, session, worker, session.init_seed, device, seed=seed)
+    run = _Run(tgt, session, worker, session.init_seed, device, seed=seed, tally=ClassTally())
     failure = _stratified_search(run, examples, seed)
     uncovered = _uncovered(run)
     if uncovered and failure is None:
@@ -236,6 +239,9 @@ def verify(target, candidate_source: str, *, examples: int | None = None, seed: 
                        worst_error_ratio=run.worst_ratio, **done({}))
     cx = failure.case.to_json() if failure.case else None
     detail = failure.detail + (f"\nminimal counterexample: {failure.case.describe()}" if failure.case else "")
+    singled = run.tally.describe() if failure.reason in ("mismatch", "nonfinite") and tgt.kind == "op" else ""
+    if singled:
+        detail += f"\npattern across the cases tried: {singled}"
     if failure.case is not None and tgt.kind == "problem":   # its Case has no shapes: say the inputs'
         shapes = _input_shapes(tgt, failure.case)
         if shapes:
@@ -402,6 +408,8 @@ def _property_search(run: _Run, strategy, examples: int, seed: int, *, skip_simp
                 return  # shrink budget spent: unseen cases pass, the best failure so far stands
             outcome = _evaluate(run, case)
             memo[key] = outcome
+            if outcome.status in ("pass", "fail") and run.tally is not None:
+                run.tally.record({"dtype": case.dtype, "layout": case.layout}, outcome.status == "pass")
             if outcome.status == "fail" and state["failure_evals"] is None:
                 state["failure_evals"] = run.evaluations
             if outcome.fatal:

@@ -48,9 +48,21 @@ def test_one_dtype_singled_out_only_when_the_others_passed():
     t.record({"dtype": "fp32", "layout": "contiguous"}, True)
     t.record({"dtype": "bf16", "layout": "contiguous"}, False)
     t.record({"dtype": "fp16", "layout": "transposed"}, True)
-    assert t.describe() == "fails only for dtype bf16 (passed: fp16, fp32)"
+    assert t.describe() == "failed only with dtype bf16 (passed with fp16, fp32)"
+    t.record({"dtype": "bf16", "layout": "contiguous"}, True)   # a smaller bf16 case passing (shrinking)
+    assert t.describe() == "failed only with dtype bf16 (passed with fp16, fp32)"
     t.record({"dtype": "fp32", "layout": "contiguous"}, False)
-    assert t.describe() == ""           # fp32 failed too: not one dtype's fault
+    # fp32 failed too: not one dtype's fault; every failure so far was contiguous, though
+    assert t.describe() == "failed only with layout contiguous (passed with transposed)"
+    t.record({"dtype": "fp16", "layout": "transposed"}, False)
+    assert t.describe() == ""
+
+
+def test_a_marginal_error_on_a_tiny_output_claims_no_spatial_pattern():
+    ref = torch.tensor([[1.0, 2.0, 1.02307]])
+    out = torch.tensor([[1.0, 2.0, 1.07812]])
+    text = describe(out, ref, _bad(out, ref, 0.053))
+    assert "1 of 3 elements" in text and "column" not in text and "row" not in text
 
 
 def test_a_tiny_unwritten_output_is_called_unwritten_not_a_wrong_formula():
