@@ -52,9 +52,13 @@ def strict() -> bool:
 
 def declined(exc: BaseException, kernel_file: str) -> bool:
     """Did the launcher decline the input (a ``ValueError`` raised in the kernel file's own
-    code), rather than fail? Judged by where the exception was raised: the innermost frame."""
+    code, or a ``tl.device_assert`` of the kernel failing in the interpreter: the input broke
+    the kernel's stated contract, e.g. a cross_entropy target outside [0, vocab)), rather than
+    fail? Judged by where the exception was raised: the innermost frame."""
     if not isinstance(exc, ValueError):
         return False
+    if type(exc).__name__ == "DeviceAssertError" and type(exc).__module__.endswith("kernels._interpreter"):
+        return True
     tb = exc.__traceback__
     if tb is None:
         return False
