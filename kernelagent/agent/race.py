@@ -87,7 +87,7 @@ class Racer:
         if not spec.bench_cases:
             return {"error": f"{op} declares no bench_cases to race on"}
         params, dtype = dict(spec.bench_cases[0]), _dtype_for(spec)
-        spec, call = self._call(op, params, dtype)
+        _, call = self._call(op, params, dtype)
         backend = self._backend()
         flops, nbytes = float(spec.flops(call)), float(spec.bytes(call))
         peak = sku.peak("tf32") if dtype == "fp32" and sku.peak("tf32") else sku.peak(dtype)
