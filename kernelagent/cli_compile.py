@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
         config: Optional[str] = typer.Option(None, "--config", help="Launch config as JSON, e.g. '{\"BLOCK_N\": 4096, "
                                              "\"num_warps\": 8}' (default: the op's default for the case)."),
         case: Optional[str] = typer.Option(None, "--case", help="Case params as JSON (default: the op's first bench case)."),
-        variant: Optional[str] = typer.Option(None, "--variant", help="A variant of the op (default: kernel.py)."),
+        variant: Optional[str] = typer.Option(None, "--variant", help="A variant of the op (default: what the library runs on the SKU without a tuned entry: kernel.py, or the architecture's default variant)."),
         json_out: bool = typer.Option(False, "--json", help="Print JSON on stdout."),
     ) -> None:
         """Compile an op's kernel for a SKU without a GPU and report what it uses. Exit 1 if it does not fit."""
@@ -68,6 +68,8 @@ def static_report(op: str, sku_id: str, *, dtype: str | None = None, config: dic
     if dtype not in dtypes:
         raise BadInput(f"{op} does not take dtype {dtype!r}; it takes {', '.join(dtypes)}")
     params = dict(case) if case is not None else dict(spec.bench_cases[0])
+    # No --variant: what the library runs on this architecture without an entry.
+    variant = variant or spec.arch_variants.get(sku.arch)
     try:
         v = _variants.get_variant(op, variant)
     except _variants.UnknownVariantError as e:

@@ -267,7 +267,7 @@ class Resolution:
 
     def describe(self) -> str:
         if self.tier == "default":
-            return "default heuristic (OPSPEC.default_config)"
+            return f"default heuristic ({self.source})"
         kind = "measured" if self.measured else "predicted"
         which = f" variant {self.variant}" if self.variant != _variants.DEFAULT_VARIANT else ""
         return f"{self.tier} match {self.sku} ({kind}, bucket {self.bucket}){which} from {self.source}"
@@ -368,6 +368,27 @@ def _best_in_tier(tier_files: list[_ConfigFile], op: str, dtype: str, bucket: di
     return None if best is None else (best[1], best[2])
 
 
+def arch_of(identity: _device.DeviceIdentity | None) -> str | None:
+    """``sm_90`` for compute capability 9.0; None without a device (the CPU interpreter)."""
+    if identity is None:
+        return None
+    major, minor = identity.compute_capability
+    return f"sm_{major}{minor}"
+
+
+def default_resolution(op: str, shape_key: Mapping[str, Any], identity: _device.DeviceIdentity | None = None,
+                       arch_default: bool = True) -> Resolution:
+    """The default when no library entry answers: the op's arch variant on that architecture
+    (``OPSPEC.arch_variants``, with the variant's own default config: an empty config), else
+    ``kernel.py`` with ``OPSPEC.default_config``."""
+    spec = get_opspec(op)
+    variant = spec.arch_variants.get(arch_of(identity)) if arch_default else None
+    if variant is not None:
+        return Resolution({}, "default", f"variants/{variant}.py default_config ({arch_of(identity)} default)",
+                          variant=variant)
+    return Resolution(dict(spec.default_config(dict(shape_key))), "default", "OPSPEC.default_config")
+
+
 def resolve(op: str, dtype: str, shape_key: Mapping[str, Any],
             identity: _device.DeviceIdentity | None, sku_dir: Path | str | None = None) -> Resolution:
     """The config for ``op`` on ``identity`` for this dtype and shape key (see the docstring)."""
@@ -392,8 +413,7 @@ def resolve(op: str, dtype: str, shape_key: Mapping[str, Any],
         if result is not None:
             break
     if result is None:
-        result = Resolution(dict(get_opspec(op).default_config(dict(shape_key))), "default",
-                            "OPSPEC.default_config")
+        result = default_resolution(op, shape_key, identity)
     with _lock:
         _resolve_cache[cache_key] = result
     return result

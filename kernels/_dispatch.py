@@ -287,9 +287,10 @@ def dispatch(op: str, args: tuple, kwargs: dict) -> Any:
         return entry(*args, **kwargs, config=dict(resolution.config))
     except Exception as e:
         failure = e
-    if resolution.tier != "default":
+    if resolution.tier != "default" or resolution.variant != _variants.DEFAULT_VARIANT:
+        # A tuned config, or an architecture's default variant, failed: kernel.py's default next.
         tuned, tuned_failure, tuned_where = resolution, failure, where
-        retry = f"retrying with the default config (the failing one came from {tuned.source})"
+        retry = f"retrying with the default config of kernel.py (the failing one came from {tuned.source})"
         if not _failures.declined(tuned_failure, tuned_where):
             _failures.record(op, tuned_where, tuned.config, tuned_failure, retry)  # raises under strict
         resolution = _default_resolution(op, args, kwargs)
@@ -318,8 +319,9 @@ def dispatch(op: str, args: tuple, kwargs: dict) -> Any:
 
 
 def _default_resolution(op: str, args: tuple, kwargs: dict) -> _configs.Resolution:
+    """kernel.py with its default config: the fallback when anything else failed."""
     key = opspec(op).shape_key(shape_call(op, args, kwargs))
-    return _configs.Resolution(dict(opspec(op).default_config(key)), "default", "OPSPEC.default_config")
+    return _configs.default_resolution(op, key, arch_default=False)
 
 
 def clear_caches() -> None:

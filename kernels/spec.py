@@ -169,6 +169,9 @@ class OpSpec:
     # e.g. {"neg_inf": ("none", "some", "all_but_one")}, and what a built Case shows on them.
     param_classes: Mapping[str, Sequence[str]] = field(default_factory=dict)
     param_class_of: Callable[[Case, Call], Mapping[str, str]] | None = None
+    # arch ("sm_90") -> a shipped variant that is the default kernel on that architecture when
+    # the library has no entry (with the variant's own default config); trusted, so only here.
+    arch_variants: Mapping[str, str] = field(default_factory=dict)
 
     def classes(self, max_numel: int) -> dict[str, tuple[str, ...]]:
         """The declared classes at this budget, by axis (``CLASS_AXES``, then the op's own)."""

@@ -17,18 +17,25 @@ def run(*args):
 
 
 @pytest.mark.slow
-def test_the_default_matmul_compiles_to_wgmma_without_spills_and_a_too_big_tile_does_not_fit():
-    p = run("matmul", "--sku", "h100", "--json")
+@pytest.mark.parametrize("op, kernel", [("matmul", "_matmul_tma_persistent_kernel"),
+                                        ("attention", "_attention_fwd_kernel")])
+def test_on_sm90_the_default_matmul_and_attention_use_wgmma_and_tma_without_spills(op, kernel):
+    p = run(op, "--sku", "h100", "--json")
     assert p.returncode == 0, p.stderr[-2000:]
     out = json.loads(p.stdout)
     (launch,) = out["launches"]
     rep = launch["report"]
-    assert out["arch"] == "sm_90" and out["measured"] is False and launch["fits"]
-    assert rep["mma"] == "wgmma" and rep["spill_bytes"] == 0 and rep["registers"] <= 255
-    assert "tma" in rep and "warp_specialized" in rep      # reported either way (today: no TMA, see issue 14)
+    assert out["arch"] == "sm_90" and out["measured"] is False and launch["fits"] and launch["kernel"] == kernel
+    assert rep["mma"] == "wgmma" and rep["tma"] and rep["spill_bytes"] == 0 and rep["registers"] <= 255
+
+
+@pytest.mark.slow
+def test_a_too_big_tile_does_not_fit_and_an_ampere_build_has_no_tma():
     big = run("matmul", "--sku", "h100", "--config",
               '{"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "num_warps": 8, "num_stages": 4}')
     assert big.returncode == 1 and "DOES NOT FIT" in big.stdout and "exceeds h100-sxm's" in big.stdout
+    a100 = json.loads(run("matmul", "--sku", "a100", "--json").stdout)
+    assert a100["variant"] == "kernel" and a100["launches"][0]["report"]["tma"] is False
 
 
 @pytest.mark.parametrize("args, message", [

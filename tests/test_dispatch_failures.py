@@ -168,3 +168,41 @@ def test_a_broken_tuned_config_raises_under_strict(tmp_path, strict):
 def test_the_counter_is_public_and_documented():
     assert "dispatch_failures" in K.__all__ and "KERNELAGENT_STRICT" in K.dispatch_failures.__doc__ + K.__doc__
     assert K.dispatch_failures() == {}
+
+
+def test_on_hopper_without_an_entry_matmul_runs_its_tma_variant(strict):
+    """sm_90's default matmul is the TMA/persistent variant (OPSPEC.arch_variants), other archs
+    and the plain CPU lane keep kernel.py; the answer is correct either way."""
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(40, 72, generator=gen).to(DEVICE, torch.bfloat16)
+    b = torch.randn(72, 24, generator=gen).to(DEVICE, torch.bfloat16)
+    with _device.override_device(*H100):
+        d = _dispatch.decide("matmul", (a, b), {})
+        out = K.matmul(a, b)
+    assert d.resolution.variant == "tma_persistent" and d.resolution.tier == "default"
+    assert "tma_persistent" in d.reason and "sm_90" in d.reason
+    _dispatch.clear_caches()
+    with _device.override_device("NVIDIA A100-SXM4-80GB", (8, 0)):
+        assert _dispatch.decide("matmul", (a, b), {}).resolution.variant == "kernel"
+    torch.testing.assert_close(out.double(), a.double() @ b.double(), rtol=2 ** -7, atol=0.1)
+
+
+def test_a_failing_arch_variant_falls_back_to_kernel_py_not_to_pytorch(lenient, monkeypatch):
+    from kernelagent.kernels import _variants
+
+    real_entry = _dispatch.kernel_entry
+
+    def broken(op, variant=_variants.DEFAULT_VARIANT, sha256=None):
+        if variant == "tma_persistent":
+            def boom(*args, **kwargs):
+                raise RuntimeError("simulated TMA launch failure")
+            return boom, True
+        return real_entry(op, variant, sha256)
+
+    monkeypatch.setattr(_dispatch, "kernel_entry", broken)
+    a, b = torch.randn(16, 32, device=DEVICE), torch.randn(32, 16, device=DEVICE)
+    with _device.override_device(*H100):
+        with pytest.warns(K.KernelDispatchFailure, match="simulated TMA launch failure.*kernel.py"):
+            out = K.matmul(a, b)
+    torch.testing.assert_close(out, a @ b, rtol=1e-5, atol=1e-5)
+    assert K.dispatch_failures() == {"matmul": 1}

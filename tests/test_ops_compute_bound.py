@@ -98,9 +98,9 @@ def mm_case(m, n, k, *, batch=0, bias=False, activation=None, dtype="fp32", layo
                              dtype=dtype, layout=layout, dist=dist, seed=seed))
 
 
-def attn_case(seq, head_dim, *, seq_kv=None, batch=1, heads=2, causal=False, scale=None,
+def attn_case(seq, head_dim, *, seq_kv=None, batch=1, heads=2, heads_kv=None, causal=False, scale=None,
               dtype="fp32", layout="contiguous", dist="normal", seed=0) -> Call:
-    return ATTENTION.build(Case(params={"batch": batch, "heads": heads, "seq": seq,
+    return ATTENTION.build(Case(params={"batch": batch, "heads": heads, "heads_kv": heads_kv or heads, "seq": seq,
                                         "seq_kv": seq if seq_kv is None else seq_kv,
                                         "head_dim": head_dim, "causal": causal, "scale": scale},
                                 dtype=dtype, layout=layout, dist=dist, seed=seed))
@@ -138,7 +138,7 @@ def test_kernel_files_follow_candidate_rules():
             elif isinstance(node, ast.ImportFrom):
                 imported.add(node.module)
             assert not isinstance(node, ast.Try), f"{op}: try/except in kernel.py"
-        assert imported <= {"torch", "triton", "triton.language", "math"}, imported
+        assert imported <= {"torch", "triton", "triton.language", "math", "triton.tools.tensor_descriptor"}, imported
         assert "autotune" not in kernel_path(op).read_text()
         # The harness's own static rules (forbidden calls and attributes, entry point, jit).
         assert check_candidate(kernel_path(op).read_text(), op) == []
@@ -306,6 +306,46 @@ def test_attention_configs_from_tuning_space(config, causal):
     check(attention(*call.args, **call.kwargs, config=config), call, ATTENTION, call.args[0].shape)
 
 
+@pytest.mark.parametrize("heads, heads_kv", [(4, 1), (4, 2), (6, 3)])
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_attention_grouped_query_heads(heads, heads_kv, dtype):
+    # GQA (Llama 3: 32 query heads over 8 key/value heads) runs the kernel, not an SDPA fallback.
+    call = on_device(attn_case(70, 64, seq_kv=90, heads=heads, heads_kv=heads_kv, causal=True, dtype=dtype, seed=2))
+    assert call.args[1].shape[1] == heads_kv
+    check(attention(*call.args, **call.kwargs), call, ATTENTION, call.args[0].shape)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_attention_tma_and_pointer_paths_agree(layout):
+    # Descriptor loads (zero-filled past the sequence and head dim) give the pointer path's bits.
+    from kernelagent.kernels.attention import kernel as K
+
+    call = on_device(attn_case(77, 80, seq_kv=45, heads=4, heads_kv=2, causal=True, dtype="bf16", layout=layout))
+    o = torch.empty_like(call.args[0], memory_format=torch.contiguous_format)
+    expect_tma = layout == "contiguous"
+    assert K.tma_plan(*call.args, o) is expect_tma
+    cfg = {"BLOCK_M": 32, "BLOCK_N": 32}
+    tma = attention(*call.args, **call.kwargs, config={**cfg, "USE_TMA": 1})
+    ptr = attention(*call.args, **call.kwargs, config={**cfg, "USE_TMA": 0})
+    assert torch.equal(tma.view(torch.int16), ptr.view(torch.int16))
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_attention_stores_the_log_sum_exp(dtype, causal):
+    from kernelagent.kernels.attention import kernel as K
+
+    call = on_device(attn_case(50, 32, seq_kv=70, heads=4, heads_kv=2, causal=causal, scale=0.3, dtype=dtype))
+    q, k, _ = (t.double().cpu() for t in call.args[:3])
+    o, lse = K.attention_with_lse(*call.args, **call.kwargs, config={"BLOCK_M": 32, "BLOCK_N": 16})
+    s = 0.3 * q @ k.repeat_interleave(2, 1).transpose(-1, -2)
+    if causal:
+        s = s.masked_fill(torch.ones(50, 70, dtype=torch.bool).triu(1), float("-inf"))
+    assert lse.dtype == torch.float32 and lse.shape == (1, 4, 50)
+    torch.testing.assert_close(lse.double().cpu(), s.logsumexp(-1), rtol=0, atol=1e-5)
+    assert torch.equal(o, attention(*call.args, **call.kwargs, config={"BLOCK_M": 32, "BLOCK_N": 16}))
+
+
 def test_attention_deterministic_and_fresh_output():
     call = on_device(attn_case(70, 64, causal=True, dtype="bf16"))
     first = attention(*call.args, **call.kwargs)
@@ -315,8 +355,9 @@ def test_attention_deterministic_and_fresh_output():
 
 
 @pytest.mark.parametrize("shapes, kwargs, message", [
-    (((1, 2, 8, 64), (1, 2, 8, 32), (1, 2, 8, 32)), {}, "equal B, H, D"),
-    (((1, 2, 8, 64), (1, 1, 8, 64), (1, 1, 8, 64)), {}, "equal B, H, D"),
+    (((1, 2, 8, 64), (1, 2, 8, 32), (1, 2, 8, 32)), {}, "equal B and D"),
+    (((2, 2, 8, 64), (1, 2, 8, 64), (1, 2, 8, 64)), {}, "equal B and D"),
+    (((1, 3, 8, 64), (1, 2, 8, 64), (1, 2, 8, 64)), {}, "multiple of the 2 key/value heads"),
     (((2, 8, 64), (2, 8, 64), (2, 8, 64)), {}, "batch, heads"),
     (((1, 1, 8, 512), (1, 1, 8, 512), (1, 1, 8, 512)), {}, "head_dim"),
     (((1, 1, 8, 64), (1, 1, 0, 64), (1, 1, 0, 64)), {}, "zero keys"),

@@ -7,7 +7,7 @@ and, for a training-style step, ``cross_entropy(out · Wvocab, targets)``. ``ops
 with the eight op functions: ``library_ops()`` (kernelagent.kernels: the verified, tuned
 kernels) or ``reference_ops()`` (each op's PyTorch reference), so the same layer runs either
 way and ``benchmarks/bench_decoder.py`` compares them per token. Grouped-query attention
-repeats the K/V heads before the attention call (the library's attention takes equal heads).
+passes the ``kv_heads`` key/value heads to the attention op as they are (no repeat).
 """
 
 from __future__ import annotations
@@ -80,9 +80,6 @@ def decoder_layer(ops, x: torch.Tensor, w: dict, shape: LayerShape, cos: torch.T
     k = ops.matmul(n, w["wk"]).view(b, s, nkv, hd).transpose(1, 2)
     v = ops.matmul(n, w["wv"]).view(b, s, nkv, hd).transpose(1, 2)
     q, k = ops.rope(q, cos, sin), ops.rope(k, cos, sin)
-    if nkv != nh:
-        k = k.repeat_interleave(nh // nkv, dim=1)
-        v = v.repeat_interleave(nh // nkv, dim=1)
     a = ops.attention(q, k, v, True).transpose(1, 2).reshape(b * s, d)
     h = flat + ops.matmul(a, w["wo"])
     m = ops.rms_norm(h, w["ffn_norm"])

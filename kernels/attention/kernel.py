@@ -31,9 +31,10 @@ import math
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 # D_CHUNK (optional, fp32 only): head dims per step of the fp64 score tile; see attention().
-CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "D_CHUNK")
+CONFIG_KEYS = ("BLOCK_M", "BLOCK_N", "num_warps", "num_stages", "D_CHUNK", "USE_TMA")
 _SUPPORTED_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _LOG2E = 1.4426950408889634
 
@@ -60,14 +61,19 @@ def _attention_scores_fp64(q_rows, q_ok, k_rows, k_ok, stride_qd, stride_kd,
 
 
 @triton.jit
-def _attention_fwd_blocks(acc, l_i, m_i, q, q_rows, q_ok, k_rows, v_rows, offs_m, offs_n, offs_d,
+def _attention_fwd_blocks(acc, l_i, m_i, q, q_rows, q_ok, k_rows, v_rows, k_desc, v_desc, b, hk,
+                          offs_m, offs_n, offs_d,
                           start, end, seq_k, qk_scale, stride_qd, stride_kn, stride_kd,
                           stride_vn, stride_vd,
                           HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, MASKED: tl.constexpr,
                           CAUSAL: tl.constexpr, SCORES_FP64: tl.constexpr, D_CHUNK: tl.constexpr,
-                          DOT_PRECISION: tl.constexpr,
+                          DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Fold key blocks [start, end) into (acc, l_i, m_i); k_rows/v_rows point at key start."""
+    """Fold key blocks [start, end) into (acc, l_i, m_i); k_rows/v_rows point at key start.
+
+    USE_TMA: K and V tiles come through the descriptors (block [1, 1, BLOCK_N, BLOCK_D] at
+    [b, hk, key, 0]); the copy engine zero-fills keys past seq_k and dims past HEAD_DIM, and the
+    masked blocks' -inf scores below drop those keys."""
     d_ok = offs_d[None, :] < HEAD_DIM
     for start_n in range(start, end, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
@@ -81,6 +87,9 @@ def _attention_fwd_blocks(acc, l_i, m_i, q, q_rows, q_ok, k_rows, v_rows, offs_m
         if SCORES_FP64:
             qk = _attention_scores_fp64(q_rows, q_ok, k_rows, key_ok, stride_qd, stride_kd,
                                         HEAD_DIM, BLOCK_D, D_CHUNK, BLOCK_M, BLOCK_N)
+        elif USE_TMA:
+            k = tl.load_tensor_descriptor(k_desc, [b, hk, start_n, 0]).reshape(BLOCK_N, BLOCK_D)
+            qk = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION)
         else:
             k_ptrs = k_rows + offs_d[None, :] * stride_kd
             if MASKED or BLOCK_D != HEAD_DIM:
@@ -106,7 +115,9 @@ def _attention_fwd_blocks(acc, l_i, m_i, q, q_rows, q_ok, k_rows, v_rows, offs_m
         l_i = l_i * alpha + tl.sum(p, 1)
 
         v_ptrs = v_rows + offs_d[None, :] * stride_vd
-        if MASKED or BLOCK_D != HEAD_DIM:
+        if USE_TMA:
+            v = tl.load_tensor_descriptor(v_desc, [b, hk, start_n, 0]).reshape(BLOCK_N, BLOCK_D)
+        elif MASKED or BLOCK_D != HEAD_DIM:
             v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
         else:
             v = tl.load(v_ptrs)
@@ -119,22 +130,30 @@ def _attention_fwd_blocks(acc, l_i, m_i, q, q_rows, q_ok, k_rows, v_rows, offs_m
 
 
 @triton.jit
-def _attention_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, qk_scale_lo, seq_q, seq_k, heads,
+def _attention_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, lse_ptr, q_desc, k_desc, v_desc, o_desc,
+                          qk_scale, qk_scale_lo, seq_q, seq_k, heads, kv_group,
                           stride_qb, stride_qh, stride_qm, stride_qd,
                           stride_kb, stride_kh, stride_kn, stride_kd,
                           stride_vb, stride_vh, stride_vn, stride_vd,
                           stride_ob, stride_oh, stride_om, stride_od,
+                          stride_lb, stride_lh, stride_lm,
                           HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, CAUSAL: tl.constexpr,
                           SCORES_FP64: tl.constexpr, D_CHUNK: tl.constexpr,
-                          DOT_PRECISION: tl.constexpr,
+                          DOT_PRECISION: tl.constexpr, USE_TMA: tl.constexpr, STORE_LSE: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     start_m = tl.program_id(0)
     if CAUSAL:
         # Late query blocks see the most keys; launching them first shortens the tail.
         start_m = tl.num_programs(0) - 1 - start_m
     bh = tl.program_id(1)
-    b = (bh // heads).to(tl.int64)
-    h = (bh % heads).to(tl.int64)
+    # GQA: kv_group consecutive query heads share one key/value head (1 for plain MHA).
+    # Descriptor coordinates are int32 (b32, h32, hk32); pointer offsets int64.
+    b32 = bh // heads
+    h32 = bh % heads
+    hk32 = h32 // kv_group
+    b = b32.to(tl.int64)
+    h = h32.to(tl.int64)
+    hk = hk32.to(tl.int64)
     offs_m = start_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
@@ -147,6 +166,9 @@ def _attention_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, qk_scale_lo, seq
         # because a Python float reaches the kernel as fp32.
         q = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
         qk_scale = tl.cast(qk_scale, tl.float64) + tl.cast(qk_scale_lo, tl.float64)
+    elif USE_TMA:
+        # One bulk copy of the query tile; rows past seq_q and dims past HEAD_DIM read as 0.
+        q = tl.load_tensor_descriptor(q_desc, [b32, h32, start_m * BLOCK_M, 0]).reshape(BLOCK_M, BLOCK_D)
     else:
         q = tl.load(q_rows + offs_d[None, :] * stride_qd, mask=q_mask, other=0.0)
 
@@ -162,27 +184,38 @@ def _attention_fwd_kernel(q_ptr, k_ptr, v_ptr, o_ptr, qk_scale, qk_scale_lo, seq
         full_end = min(full_end, (start_m * BLOCK_M // BLOCK_N) * BLOCK_N)
         end = min(seq_k, (start_m + 1) * BLOCK_M)
 
-    k_base = k_ptr + b * stride_kb + h * stride_kh
-    v_base = v_ptr + b * stride_vb + h * stride_vh
+    k_base = k_ptr + b * stride_kb + hk * stride_kh
+    v_base = v_ptr + b * stride_vb + hk * stride_vh
     keys = offs_n.to(tl.int64)[:, None]
     acc, l_i, m_i = _attention_fwd_blocks(
         acc, l_i, m_i, q, q_rows, q_ok, k_base + keys * stride_kn, v_base + keys * stride_vn,
-        offs_m, offs_n, offs_d, 0, full_end, seq_k, qk_scale,
+        k_desc, v_desc, b32, hk32, offs_m, offs_n, offs_d, 0, full_end, seq_k, qk_scale,
         stride_qd, stride_kn, stride_kd, stride_vn, stride_vd,
-        HEAD_DIM, BLOCK_D, False, CAUSAL, SCORES_FP64, D_CHUNK, DOT_PRECISION,
+        HEAD_DIM, BLOCK_D, False, CAUSAL, SCORES_FP64, D_CHUNK, DOT_PRECISION, USE_TMA,
         BLOCK_M, BLOCK_N)
     keys = keys + full_end
     acc, l_i, m_i = _attention_fwd_blocks(
         acc, l_i, m_i, q, q_rows, q_ok, k_base + keys * stride_kn, v_base + keys * stride_vn,
-        offs_m, offs_n, offs_d, full_end, end, seq_k, qk_scale,
+        k_desc, v_desc, b32, hk32, offs_m, offs_n, offs_d, full_end, end, seq_k, qk_scale,
         stride_qd, stride_kn, stride_kd, stride_vn, stride_vd,
-        HEAD_DIM, BLOCK_D, True, CAUSAL, SCORES_FP64, D_CHUNK, DOT_PRECISION,
+        HEAD_DIM, BLOCK_D, True, CAUSAL, SCORES_FP64, D_CHUNK, DOT_PRECISION, USE_TMA,
         BLOCK_M, BLOCK_N)
 
     out = acc / l_i[:, None]
-    o_ptrs = (o_ptr + b * stride_ob + h * stride_oh + offs_m.to(tl.int64)[:, None] * stride_om
-              + offs_d[None, :] * stride_od)
-    tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=q_mask)
+    if STORE_LSE:
+        # Natural-log log-sum-exp of the scaled scores per query (m_i and l_i are in base 2),
+        # what a backward pass recomputes the weights from.
+        lse = (m_i + tl.math.log2(l_i)) * 0.6931471805599453
+        tl.store(lse_ptr + b * stride_lb + h * stride_lh + offs_m.to(tl.int64) * stride_lm, lse,
+                 mask=offs_m < seq_q)
+    if USE_TMA:
+        # The copy engine clips the store at seq_q and HEAD_DIM.
+        tl.store_tensor_descriptor(o_desc, [b32, h32, start_m * BLOCK_M, 0],
+                                   out.to(o_ptr.dtype.element_ty).reshape(1, 1, BLOCK_M, BLOCK_D))
+    else:
+        o_ptrs = (o_ptr + b * stride_ob + h * stride_oh + offs_m.to(tl.int64)[:, None] * stride_om
+                  + offs_d[None, :] * stride_od)
+        tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=q_mask)
 
 
 def default_config(seq_q: int, seq_k: int, head_dim: int, causal: bool = False,
@@ -193,7 +226,8 @@ def default_config(seq_q: int, seq_k: int, head_dim: int, causal: bool = False,
     head_dim <= 128 that compiles for sm_90 without spills in 128 KiB of shared memory, so it
     also fits an A100. fp32 inputs build fp64 score tiles and get 32 x 32 blocks. Short
     sequences shrink the blocks so seq 1 does not pay for 128 rows. The same on every runtime:
-    Triton's interpreter (the CPU verify lane) runs the blocks a GPU would.
+    Triton's interpreter (the CPU verify lane) runs the blocks a GPU would. 16-bit inputs read
+    q, k, v and write o through TMA descriptors where their layout allows (``tma_plan``).
     """
     if element_size >= 4:
         block_m, block_n, num_warps, num_stages = 32, 32, 8, 2
@@ -205,7 +239,8 @@ def default_config(seq_q: int, seq_k: int, head_dim: int, causal: bool = False,
     if short_m < block_m:
         block_m, num_warps = short_m, min(num_warps, 4)
     block_n = min(block_n, max(16, triton.next_power_of_2(max(seq_k, 1))))
-    return {"BLOCK_M": block_m, "BLOCK_N": block_n, "num_warps": num_warps, "num_stages": num_stages}
+    return {"BLOCK_M": block_m, "BLOCK_N": block_n, "num_warps": num_warps, "num_stages": num_stages,
+            "USE_TMA": 1 if element_size <= 2 else 0}
 
 
 def _split_fp32(x: float) -> tuple[float, float]:
@@ -223,10 +258,12 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale) -> N
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"attention expects (batch, heads, seq, head_dim) tensors; got "
                          f"q{tuple(q.shape)} k{tuple(k.shape)} v{tuple(v.shape)}")
-    if k.shape != v.shape or q.shape[:2] != k.shape[:2] or q.shape[-1] != k.shape[-1]:
-        raise ValueError(f"expected q (B, H, Lq, D) and k, v (B, H, Lk, D) with equal B, H, D "
-                         f"(no broadcasting or GQA); got q{tuple(q.shape)} k{tuple(k.shape)} "
-                         f"v{tuple(v.shape)}")
+    if k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"expected q (B, H, Lq, D) and k, v (B, Hkv, Lk, D) with equal B and D "
+                         f"(no broadcasting); got q{tuple(q.shape)} k{tuple(k.shape)} v{tuple(v.shape)}")
+    if k.shape[1] == 0 or q.shape[1] % k.shape[1]:
+        raise ValueError(f"grouped-query attention needs the {q.shape[1]} query heads to be a multiple of "
+                         f"the {k.shape[1]} key/value heads")
     if q.dtype not in _SUPPORTED_DTYPES or k.dtype != q.dtype or v.dtype != q.dtype:
         raise ValueError(f"attention needs q, k, v of one dtype among fp16/bf16/fp32; "
                          f"got {q.dtype}, {k.dtype}, {v.dtype}")
@@ -241,15 +278,53 @@ def _check_inputs(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale) -> N
         raise ValueError(f"scale must be a positive finite number or None; got {scale!r}")
 
 
+def _aligned(t: torch.Tensor, elements: int) -> bool:
+    return (elements * t.element_size()) % 16 == 0
+
+
+def _tma_ok(t: torch.Tensor) -> bool:
+    """Whether the copy engine can read or write ``t`` (B, H, L, D) as a rank-4 descriptor: a
+    16-byte aligned start (checked through ``storage_offset``: PyTorch's allocators align
+    storages to at least 64 bytes), a unit innermost stride, positive 16-byte aligned other
+    strides, and rows of at least 16 bytes."""
+    return (t.stride(-1) == 1 and t.shape[-1] * t.element_size() >= 16 and _aligned(t, t.storage_offset())
+            and all(s > 0 and _aligned(t, s) for s in t.stride()[:-1]))
+
+
+def _descriptor(t: torch.Tensor, block_rows: int, block_d: int):
+    return TensorDescriptor(t, list(t.shape), list(t.stride()), [1, 1, block_rows, block_d])
+
+
+def tma_plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, use_tma: bool = True) -> bool:
+    """Whether this launch feeds q, k, v and o through descriptors (all four, or none)."""
+    return (use_tma and q.dtype in (torch.float16, torch.bfloat16)
+            and all(_tma_ok(t) for t in (q, k, v, o)))
+
+
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
               scale: float | None = None, *, config: dict | None = None) -> torch.Tensor:
-    """SDPA forward (no dropout, no attn_mask) for fp16/bf16/fp32 q, k, v of any strides."""
+    """SDPA forward (no dropout, no attn_mask) for fp16/bf16/fp32 q, k, v of any strides.
+
+    k and v may have fewer heads than q (grouped-query attention, SDPA's ``enable_gqa``): query
+    head h reads key/value head h // (Hq / Hkv)."""
+    return _attention(q, k, v, causal, scale, config, want_lse=False)[0]
+
+
+def attention_with_lse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
+                       scale: float | None = None, *, config: dict | None = None):
+    """``attention`` and the fp32 log-sum-exp of each query's scaled scores, shape (B, H, Lq):
+    ``logsumexp(scale * q k^T [masked], -1)``, what a backward pass needs."""
+    return _attention(q, k, v, causal, scale, config, want_lse=True)
+
+
+def _attention(q, k, v, causal, scale, config, want_lse: bool):
     _check_inputs(q, k, v, scale)
     batch, heads, seq_q, head_dim = q.shape
-    seq_k = k.shape[2]
+    heads_kv, seq_k = k.shape[1], k.shape[2]
     o = torch.empty((batch, heads, seq_q, head_dim), dtype=q.dtype, device=q.device)
+    lse = torch.empty((batch, heads, seq_q), dtype=torch.float32, device=q.device) if want_lse else None
     if o.numel() == 0:
-        return o
+        return o, lse
 
     cfg = default_config(seq_q, seq_k, head_dim, bool(causal), q.element_size())
     unknown = set(config or {}) - set(CONFIG_KEYS)
@@ -279,13 +354,19 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     if batch * heads > 65535:
         raise ValueError(f"batch * heads = {batch * heads} exceeds the 65535 programs of a grid's y axis")
     grid = (triton.cdiv(seq_q, block_m), batch * heads)
+    use_tma = tma_plan(q, k, v, o, bool(int(cfg.get("USE_TMA", 1))))
+    descs = ((_descriptor(q, block_m, block_d), _descriptor(k, block_n, block_d),
+              _descriptor(v, block_n, block_d), _descriptor(o, block_m, block_d)) if use_tma
+             else (None, None, None, None))
+    lse_strides = lse.stride() if lse is not None else (0, 0, 0)
     _attention_fwd_kernel[grid](
-        q, k, v, o, scale_hi, scale_lo, seq_q, seq_k, heads,
-        *q.stride(), *k.stride(), *v.stride(), *o.stride(),
+        q, k, v, o, lse if lse is not None else o, *descs, scale_hi, scale_lo, seq_q, seq_k, heads,
+        heads // heads_kv,
+        *q.stride(), *k.stride(), *v.stride(), *o.stride(), *lse_strides,
         HEAD_DIM=head_dim, BLOCK_D=block_d, CAUSAL=bool(causal),
         SCORES_FP64=q.dtype == torch.float32, D_CHUNK=d_chunk,
-        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32",
-        BLOCK_M=block_m, BLOCK_N=block_n,
+        DOT_PRECISION="ieee" if q.dtype == torch.float32 else "tf32", USE_TMA=use_tma,
+        STORE_LSE=lse is not None, BLOCK_M=block_m, BLOCK_N=block_n,
         num_warps=int(cfg["num_warps"]), num_stages=int(cfg["num_stages"]),
     )
-    return o
+    return o, lse

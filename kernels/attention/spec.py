@@ -33,13 +33,26 @@ BENCH_CASES = [
 ]
 
 
+# Key/value heads as a class axis: as many as the query heads (MHA), or fewer (GQA).
+KV_HEAD_CLASSES = {"mha": 2, "gqa": 1}
+
+
+def kv_head_class(case: Case, call: Call) -> dict[str, str]:
+    q, k = call.args[0], call.args[1]
+    return {"kv_heads": "gqa" if k.shape[1] != q.shape[1] else "mha"}
+
+
 def _largest_input(p) -> int:
     return p["batch"] * p["heads"] * max(p["seq"], p["seq_kv"]) * p["head_dim"]
 
 
 def reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
               scale: float | None = None) -> torch.Tensor:
-    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale)
+    # enable_gqa only where the heads differ: SDPA's fused CPU/GPU paths for plain MHA stay the
+    # ones PyTorch users get.
+    gqa = q.dim() == 4 and k.dim() == 4 and q.shape[1] != k.shape[1]
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal, scale=scale,
+                                                            **({"enable_gqa": True} if gqa else {}))
 
 
 def _shape_weights(max_numel: int) -> dict[str, int]:
@@ -61,16 +74,27 @@ def strategy(max_numel: int, pin=None):
     bench = bench_strategy(BENCH_CASES, _largest_input, max_numel)
     commons = common_strategy(scales=(1.0, 1.0, 3.0), pin=pin)
     kinds = pick_class(_shape_weights(max_numel), pin)
+    kv_kinds = pick_class(KV_HEAD_CLASSES, pin, axis="kv_heads")
 
     @st.composite
     def cases(draw):
         common = draw(commons)
         kind = draw(kinds)
+        # Grouped-query attention (fewer key/value heads than query heads) is a class of its own,
+        # so that every verify draws it; a bench case's GQA form has Llama 3's 4 query heads per
+        # key/value head.
+        kv_kind = draw(kv_kinds)
         if kind == "bench":
-            return Case(params=dict(draw(bench)), shape_class=kind, **common)
+            params = dict(draw(bench))
+            params["heads_kv"] = params["heads"] // 4 if kv_kind == "gqa" else params["heads"]
+            return Case(params={**params, "kv_heads": kv_kind}, shape_class=kind, **common)
         head_dim = draw(st.sampled_from(HEAD_DIMS))
         batch = draw(st.sampled_from([1, 1, 2]))
-        heads = draw(st.sampled_from([1, 2, 3]))
+        if kv_kind == "gqa":
+            heads = draw(st.sampled_from([2, 3, 4]))
+            heads_kv = draw(st.sampled_from([h for h in (1, 2) if heads % h == 0 and h < heads]))
+        else:
+            heads = heads_kv = draw(st.sampled_from([1, 2, 3]))
         # q, k and v each stay under max_numel elements, and q k^T under 64 * max_numel
         # multiply-adds: the CPU interpreter's tl.dot runs at ~50 MFLOP/s.
         rows = batch * heads * head_dim
@@ -79,7 +103,8 @@ def strategy(max_numel: int, pin=None):
         seq_kv = draw(st.one_of(st.just(seq), st.just(seq), size_strategy(1, seq_hi)))
         if kind == "empty":
             seq = 0  # no queries: an empty output (zero keys with queries is undefined)
-        return Case(params={"batch": batch, "heads": heads, "seq": seq, "seq_kv": seq_kv,
+        return Case(params={"batch": batch, "heads": heads, "heads_kv": heads_kv, "kv_heads": kv_kind,
+                            "seq": seq, "seq_kv": seq_kv,
                             "head_dim": head_dim, "causal": draw(st.booleans()),
                             "scale": draw(st.sampled_from([None, None, 0.125, 0.5]))}, shape_class=kind, **common)
 
@@ -91,16 +116,17 @@ def build(case: Case) -> Call:
     gen = generator(case.seed)
     b, h, d = p["batch"], p["heads"], p["head_dim"]
     seq_kv = p.get("seq_kv", p["seq"])
+    hkv = p.get("heads_kv", h)
     q = tensor((b, h, p["seq"], d), case.dtype, case.dist, case.scale, gen, case.layout)
-    k = tensor((b, h, seq_kv, d), case.dtype, case.dist, case.scale, gen, case.layout)
-    v = tensor((b, h, seq_kv, d), case.dtype, case.dist, case.scale, gen, case.layout)
+    k = tensor((b, hkv, seq_kv, d), case.dtype, case.dist, case.scale, gen, case.layout)
+    v = tensor((b, hkv, seq_kv, d), case.dtype, case.dist, case.scale, gen, case.layout)
     return Call(args=(q, k, v), kwargs={"causal": bool(p.get("causal", False)), "scale": p.get("scale")})
 
 
 def _flops(call: Call) -> float:
     q, k = call.args[0], call.args[1]
     b, h, seq_q, d = q.shape
-    full = 4.0 * b * h * seq_q * k.shape[2] * d
+    full = 4.0 * b * h * seq_q * k.shape[2] * d   # GQA: every query head still attends
     return full / 2 if call.kwargs.get("causal") else full
 
 
@@ -150,11 +176,14 @@ OPSPEC = OpSpec(
         params=[Param("BLOCK_M", [16, 32, 64, 128, 256]),
                 Param("BLOCK_N", [16, 32, 64, 128, 256]),
                 Param("num_warps", [2, 4, 8]),
-                Param("num_stages", [1, 2, 3, 4, 5])],
+                Param("num_stages", [1, 2, 3, 4, 5]),
+                Param("USE_TMA", [1, 0])],
         constraint=_constraint,
     ),
     default_config=default_config,
     shape_key=shape_key,
     bench_cases=BENCH_CASES,
     shape_classes=shape_classes,
+    param_classes={"kv_heads": tuple(KV_HEAD_CLASSES)},
+    param_class_of=kv_head_class,
 )

@@ -188,4 +188,6 @@ OPSPEC = OpSpec(
     shape_key=shape_key,
     bench_cases=BENCH_CASES,
     shape_classes=shape_classes,
+    # Hopper: TMA loads, a persistent grid and epilogue subtiling (variants/tma_persistent.py).
+    arch_variants={"sm_90": "tma_persistent"},
 )
