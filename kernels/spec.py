@@ -34,7 +34,7 @@ __all__ = [
     # defined here
     "Case", "Call", "Tolerance", "Param", "TuningSpace", "OpSpec", "eps", "EMPTY_CASES", "CLASS_AXES",
     "covered_classes", "NEG_INF_CLASSES", "neg_inf_class",
-    "last_dim_key", "row_tile_default", "row_tile_constraint",
+    "last_dim_key", "row_tile_default", "row_tile_constraint", "rows_constraint",
     # kernels/_inputs.py
     "DISTRIBUTIONS", "LAYOUTS", "DTYPES", "DTYPE_NAMES", "NEG_INF_MODES", "generator", "values", "tensor",
     "lay_out", "mask_neg_inf",
@@ -234,16 +234,29 @@ def last_dim_key(call: Call) -> dict:
 
 
 def row_tile_default(key: Mapping[str, Any]) -> dict:
-    """One tile covering the row (up to 8192 lanes), with warps growing with the tile."""
+    """One tile covering the row (up to 8192 lanes), with warps growing with the tile, and
+    rows narrower than 2048 lanes sharing a program (ROWS, up to 16)."""
     cols = int(key["cols"])
     block = min(1 << max(0, (max(cols, 1) - 1).bit_length()), 8192)
-    return {"BLOCK_N": block, "num_warps": 4 if block <= 2048 else 8 if block <= 4096 else 16}
+    return {"BLOCK_N": block, "num_warps": 4 if block <= 2048 else 8 if block <= 4096 else 16,
+            "ROWS": max(1, min(16, 2048 // block))}
 
 
 def row_tile_constraint(config: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
     cols = params.get("cols")
     if cols is not None and int(config["BLOCK_N"]) >= 2 * max(int(cols), 1) and int(config["BLOCK_N"]) > 64:
         return "BLOCK_N is at least twice the row length: half the lanes would idle"
+    return rows_constraint(config, params)
+
+
+def rows_constraint(config: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
+    """ROWS (rows per program) only where a row is one tile, and not so many that they spill."""
+    cols = params.get("cols")
+    rows = int(config.get("ROWS", 1))
+    if rows > 1 and cols is not None and int(config["BLOCK_N"]) < int(cols):
+        return "ROWS > 1 needs a row in one tile (BLOCK_N >= cols): longer rows have a program each"
+    if rows * int(config["BLOCK_N"]) > 16384:
+        return f"ROWS x BLOCK_N = {rows * int(config['BLOCK_N'])} elements per program: too many registers"
     return None
 
 

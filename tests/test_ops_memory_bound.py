@@ -335,3 +335,35 @@ def test_cross_entropy_cases_ignore_some_rows_never_all():
             assert 1 <= ignored < rows
             valid = call.args[1][call.args[1] != ignore_index]
             assert bool(((valid >= 0) & (valid < 11)).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# Several narrow rows per program (ROWS): the row count is rarely a multiple of ROWS.
+
+
+@pytest.mark.parametrize("op", ["softmax", "rms_norm", "layer_norm"])
+@pytest.mark.parametrize("rows, cols, config", [
+    (37, 100, {"BLOCK_N": 128, "num_warps": 4, "ROWS": 16}),
+    (5, 64, {"BLOCK_N": 64, "num_warps": 1, "ROWS": 8}),
+    (66, 200, {"BLOCK_N": 256, "num_warps": 2, "ROWS": 4}),
+    (9, 700, {"BLOCK_N": 256, "num_warps": 4, "ROWS": 16}),   # several tiles a row: ROWS is ignored
+    (40, 96, None),                                             # the default: 16 rows of 128 lanes
+])
+def test_row_kernels_tile_several_narrow_rows(op, rows, cols, config):
+    call = case_call(op, {"batch": 0, "rows": rows, "cols": cols}, dtype="bf16", layout="strided", seed=rows)
+    run_and_check(op, call, config=config)
+
+
+@pytest.mark.parametrize("op", ["softmax", "rms_norm", "layer_norm"])
+def test_narrow_rows_share_a_program_by_default(op):
+    from kernelagent.harness.compile import capture_launches
+    from kernelagent.kernels import kernel_path
+
+    call = case_call(op, {"batch": 0, "rows": 1000, "cols": 96}, dtype="bf16")
+    (launch,) = capture_launches(kernel_path(op), op, call.args, dict(call.kwargs), None)
+    assert launch.constexprs["ROWS"] == 16 and tuple(launch.grid)[0] == 63   # ceil(1000 / 16) programs
+    wide = case_call(op, {"batch": 0, "rows": 10, "cols": 4096}, dtype="bf16")
+    (launch,) = capture_launches(kernel_path(op), op, wide.args, dict(wide.kwargs), None)
+    assert launch.constexprs["ROWS"] == 1 and tuple(launch.grid)[0] == 10
+    assert get_opspec(op).tuning_space.constraint is not None
+    assert get_opspec(op).tuning_space.constraint({"BLOCK_N": 256, "num_warps": 4, "ROWS": 4}, {"cols": 4096})

@@ -1,10 +1,10 @@
 """layer_norm(x, weight, bias) over the last dim: y = (x - mean) / sqrt(var + eps) * w + b.
 
-var is the biased (population) variance, as in ``torch.nn.functional.layer_norm``. One program
-per row, with the corrected two-pass scheme: a rough mean, then the mean and variance of the
-values shifted by it, so a large common offset (mean >> std) costs no precision. A row that
-fits in one tile (BLOCK_N >= cols) is loaded once and kept in registers; a longer row is
-streamed three times (rough mean, shifted sums, normalize-and-write).
+var is the biased (population) variance, as in ``torch.nn.functional.layer_norm``. Each row
+takes the corrected two-pass scheme: a rough mean, then the mean and variance of the values
+shifted by it, so a large common offset (mean >> std) costs no precision. A row that fits in
+one tile (BLOCK_N >= cols) is loaded once and kept in registers, ROWS rows per program (narrow
+rows share one); a longer row has a program of its own and is streamed three times (rough mean, shifted sums, normalize-and-write).
 Accumulation is in fp32; the output has the input's dtype. ``weight``/``bias`` may be None.
 
 Self-contained on purpose: the harness verifies this file exactly as it verifies an LLM's
@@ -17,30 +17,35 @@ import triton.language as tl
 
 
 @triton.jit
-def _layer_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, n_cols, eps,
+def _layer_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, n_rows, n_cols, eps,
                            stride_xr, stride_xc, stride_w, stride_b, stride_yr,
                            HAS_WEIGHT: tl.constexpr, HAS_BIAS: tl.constexpr,
-                           BLOCK_N: tl.constexpr, SINGLE_TILE: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    x_row = x_ptr + row * stride_xr
-    y_row = y_ptr + row * stride_yr
+                           BLOCK_N: tl.constexpr, SINGLE_TILE: tl.constexpr, ROWS: tl.constexpr):
     offs = tl.arange(0, BLOCK_N).to(tl.int64)
     if SINGLE_TILE:
-        mask = offs < n_cols
-        x = tl.load(x_row + offs * stride_xc, mask=mask, other=0.0).to(tl.float32)
+        # ROWS rows per program, each in one tile: narrow rows fill the lanes. Rows past the end
+        # are not loaded or stored.
+        rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+        col_ok = offs[None, :] < n_cols
+        mask = (rows[:, None] < n_rows) & col_ok
+        x = tl.load(x_ptr + rows[:, None] * stride_xr + offs[None, :] * stride_xc, mask=mask,
+                    other=0.0).to(tl.float32)
         # Centre on the rough mean first (exact for x near it), then correct: the output is
         # formed from small differences and never from a large mean that lost its low bits.
-        shift = tl.sum(x, axis=0) / n_cols
-        xs = tl.where(mask, x - shift, 0.0)
-        xc = tl.where(mask, xs - tl.sum(xs, axis=0) / n_cols, 0.0)
-        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=0) / n_cols + eps)
-        y = xc * rstd
+        shift = tl.sum(x, axis=1) / n_cols
+        xs = tl.where(col_ok, x - shift[:, None], 0.0)
+        xc = tl.where(col_ok, xs - (tl.sum(xs, axis=1) / n_cols)[:, None], 0.0)
+        rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / n_cols + eps)
+        y = xc * rstd[:, None]
         if HAS_WEIGHT:
-            y = y * tl.load(w_ptr + offs * stride_w, mask=mask, other=0.0).to(tl.float32)
+            y = y * tl.load(w_ptr + offs * stride_w, mask=offs < n_cols, other=0.0).to(tl.float32)[None, :]
         if HAS_BIAS:
-            y = y + tl.load(b_ptr + offs * stride_b, mask=mask, other=0.0).to(tl.float32)
-        tl.store(y_row + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+            y = y + tl.load(b_ptr + offs * stride_b, mask=offs < n_cols, other=0.0).to(tl.float32)[None, :]
+        tl.store(y_ptr + rows[:, None] * stride_yr + offs[None, :], y.to(y_ptr.dtype.element_ty), mask=mask)
     else:
+        row = tl.program_id(0).to(tl.int64)
+        x_row = x_ptr + row * stride_xr
+        y_row = y_ptr + row * stride_yr
         # Same corrected two-pass scheme, streamed: rough mean, then the sums of the shifted
         # values (their mean is a small correction, so S2/n - (S1/n)^2 does not cancel).
         acc = tl.zeros([BLOCK_N], tl.float32)
@@ -74,8 +79,11 @@ def _layer_norm_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, n_cols, eps,
 
 
 def default_config(n_cols: int) -> dict:
+    """One tile per row up to 8192 lanes; rows narrower than 2048 lanes share a program
+    (ROWS of them, up to 16) so each program still has ~2048 elements in flight."""
     block = min(triton.next_power_of_2(max(n_cols, 1)), 8192)
-    return {"BLOCK_N": block, "num_warps": 4 if block <= 2048 else 8 if block <= 4096 else 16}
+    return {"BLOCK_N": block, "num_warps": 4 if block <= 2048 else 8 if block <= 4096 else 16,
+            "ROWS": max(1, min(16, 2048 // block))}
 
 
 def _check_affine(name: str, t, n_cols: int) -> None:
@@ -118,12 +126,14 @@ def layer_norm(x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor 
     # An absent weight/bias is compiled out (HAS_*); x stands in as a never-read pointer.
     w = weight if weight is not None else x2
     b = bias if bias is not None else x2
-    _layer_norm_fwd_kernel[(n_rows,)](
-        x2, w, b, y, n_cols, float(eps),
+    single = block >= n_cols
+    rows = _pow2_param(cfg, "ROWS") if single and "ROWS" in cfg else 1  # a multi-tile row has its program alone
+    _layer_norm_fwd_kernel[(triton.cdiv(n_rows, rows),)](
+        x2, w, b, y, n_rows, n_cols, float(eps),
         x2.stride(0), x2.stride(1),
         weight.stride(0) if weight is not None else 0, bias.stride(0) if bias is not None else 0,
         y.stride(0),
         HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
-        BLOCK_N=block, SINGLE_TILE=block >= n_cols, num_warps=_pow2_param(cfg, "num_warps"),
+        BLOCK_N=block, SINGLE_TILE=single, ROWS=rows, num_warps=_pow2_param(cfg, "num_warps"),
     )
     return y.reshape(x.shape)

@@ -82,7 +82,8 @@ OPSPEC = OpSpec(
                         + call.args[1].numel() * call.args[1].element_size()),
     tuning_space=TuningSpace(
         params=[Param("BLOCK_N", [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]),
-                Param("num_warps", [1, 2, 4, 8, 16, 32])],
+                Param("num_warps", [1, 2, 4, 8, 16, 32]),
+                Param("ROWS", [1, 2, 4, 8, 16])],
         constraint=_constraint,
     ),
     default_config=default_config,

@@ -1,8 +1,8 @@
 """softmax(x) over the last dim: y_ij = exp(x_ij - max_j x_ij) / sum_j exp(x_ij - max_j x_ij).
 
-One program per row. A row that fits in one tile (BLOCK_N >= cols) is loaded once; a longer
-row takes an online pass (running max and rescaled sum per lane) and a second pass that
-writes. Accumulation is in fp32 whatever the input dtype; the output has the input's dtype.
+A row that fits in one tile (BLOCK_N >= cols) is loaded once, ROWS rows per program (narrow
+rows share a program so its lanes are busy); a longer row has a program of its own and takes
+an online pass (running max and rescaled sum per lane) and a second pass that writes. Accumulation is in fp32 whatever the input dtype; the output has the input's dtype.
 
 Self-contained on purpose: the harness verifies this file exactly as it verifies an LLM's
 candidate, so it imports only torch and triton.
@@ -14,20 +14,28 @@ import triton.language as tl
 
 
 @triton.jit
-def _softmax_fwd_kernel(x_ptr, y_ptr, n_cols, stride_xr, stride_xc, stride_yr,
-                        BLOCK_N: tl.constexpr, SINGLE_TILE: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    x_row = x_ptr + row * stride_xr
-    y_row = y_ptr + row * stride_yr
-    offs = tl.arange(0, BLOCK_N)
+def _softmax_fwd_kernel(x_ptr, y_ptr, n_rows, n_cols, stride_xr, stride_xc, stride_yr,
+                        BLOCK_N: tl.constexpr, SINGLE_TILE: tl.constexpr, ROWS: tl.constexpr):
     if SINGLE_TILE:
-        mask = offs < n_cols
-        x = tl.load(x_row + offs * stride_xc, mask=mask, other=-float("inf")).to(tl.float32)
-        x = x - tl.max(x, axis=0)
-        num = tl.where(mask, tl.exp(x), 0.0)
-        y = num / tl.sum(num, axis=0)
-        tl.store(y_row + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+        # ROWS rows per program, each in one tile: narrow rows fill the lanes. Rows past the end
+        # re-read the last row (no -inf-only rows, so no NaN) and are not stored.
+        rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
+        row_ok = rows < n_rows
+        src = tl.minimum(rows, n_rows - 1)
+        offs = tl.arange(0, BLOCK_N)
+        col_ok = offs < n_cols
+        x = tl.load(x_ptr + src[:, None] * stride_xr + offs[None, :] * stride_xc, mask=col_ok[None, :],
+                    other=-float("inf")).to(tl.float32)
+        x = x - tl.max(x, axis=1)[:, None]
+        num = tl.where(col_ok[None, :], tl.exp(x), 0.0)
+        y = num / tl.sum(num, axis=1)[:, None]
+        tl.store(y_ptr + rows[:, None] * stride_yr + offs[None, :], y.to(y_ptr.dtype.element_ty),
+                 mask=row_ok[:, None] & col_ok[None, :])
     else:
+        row = tl.program_id(0).to(tl.int64)
+        x_row = x_ptr + row * stride_xr
+        y_row = y_ptr + row * stride_yr
+        offs = tl.arange(0, BLOCK_N)
         # Per-lane running max and sum; lanes are merged once at the end.
         m_lane = tl.full([BLOCK_N], -float("inf"), tl.float32)
         l_lane = tl.zeros([BLOCK_N], tl.float32)
@@ -53,8 +61,11 @@ def _softmax_fwd_kernel(x_ptr, y_ptr, n_cols, stride_xr, stride_xc, stride_yr,
 
 
 def default_config(n_cols: int) -> dict:
+    """One tile per row up to 8192 lanes; rows narrower than 2048 lanes share a program
+    (ROWS of them, up to 16) so each program still has ~2048 elements in flight."""
     block = min(triton.next_power_of_2(max(n_cols, 1)), 8192)
-    return {"BLOCK_N": block, "num_warps": 4 if block <= 2048 else 8 if block <= 4096 else 16}
+    return {"BLOCK_N": block, "num_warps": 4 if block <= 2048 else 8 if block <= 4096 else 16,
+            "ROWS": max(1, min(16, 2048 // block))}
 
 
 def softmax(x: torch.Tensor, *, config: dict | None = None) -> torch.Tensor:
@@ -72,8 +83,12 @@ def softmax(x: torch.Tensor, *, config: dict | None = None) -> torch.Tensor:
         return y.reshape(x.shape)
     cfg = dict(default_config(n_cols), **(config or {}))
     block = int(cfg["BLOCK_N"])
-    _softmax_fwd_kernel[(n_rows,)](
-        x2, y, n_cols, x2.stride(0), x2.stride(1), y.stride(0),
-        BLOCK_N=block, SINGLE_TILE=block >= n_cols, num_warps=int(cfg["num_warps"]),
+    single = block >= n_cols
+    rows = int(cfg.get("ROWS", 1)) if single else 1   # a row of several tiles has its program alone
+    if rows < 1 or rows & (rows - 1):
+        raise ValueError(f"softmax: config ROWS must be a power of two >= 1; got {cfg['ROWS']!r}")
+    _softmax_fwd_kernel[(triton.cdiv(n_rows, rows),)](
+        x2, y, n_rows, n_cols, x2.stride(0), x2.stride(1), y.stride(0),
+        BLOCK_N=block, SINGLE_TILE=single, ROWS=rows, num_warps=int(cfg["num_warps"]),
     )
     return y.reshape(x.shape)

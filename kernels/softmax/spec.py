@@ -6,7 +6,7 @@ import torch
 
 from ..spec import (NEG_INF_CLASSES, Call, Case, OpSpec, Param, Tolerance, TuningSpace, common_strategy,
                      generator, last_dim_key, mask_neg_inf, neg_inf_class, pick_class, row_params_strategy,
-                     row_shape, row_shape_classes, row_tile_default, tensor)
+                     row_shape, row_shape_classes, row_tile_default, rows_constraint, tensor)
 
 
 BENCH_CASES = [{"batch": 0, "rows": 4096, "cols": 4096}, {"batch": 0, "rows": 8192, "cols": 8192},
@@ -71,7 +71,9 @@ OPSPEC = OpSpec(
     bytes=lambda call: 2.0 * _numel(call) * call.args[0].element_size(),
     tuning_space=TuningSpace(
         params=[Param("BLOCK_N", [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384]),
-                Param("num_warps", [1, 2, 4, 8, 16, 32])],
+                Param("num_warps", [1, 2, 4, 8, 16, 32]),
+                Param("ROWS", [1, 2, 4, 8, 16])],
+        constraint=rows_constraint,
     ),
     default_config=default_config,
     shape_key=shape_key,
