@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from ..errors import BadInput
+from ..kernels._inputs import fit_range
 from ..kernels.spec import DISTRIBUTIONS, Call, Case, Tolerance, generator, values
 from kernelagent.kernels._parse import parse
 
@@ -92,7 +93,7 @@ class ProblemTarget:
         inputs = list(self.module.get_inputs())
         if case.dist != "native":
             gen = generator(case.seed ^ 0x5EED)
-            inputs = [values(t.shape, case.dist, case.scale, gen).to(t.dtype)
+            inputs = [fit_range(values(t.shape, case.dist, case.scale, gen), t.dtype).to(t.dtype)
                       if isinstance(t, torch.Tensor) and t.is_floating_point() else t for t in inputs]
         return Call(args=tuple(inputs))
 

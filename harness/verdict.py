@@ -32,6 +32,7 @@ class Reason(str, Enum):
     CRASH = "crash"                        # the worker died (segfault, os._exit, OOM kill)
     IMPORT_ERROR = "import-error"          # does not parse, import, or define the entry point
     COMPILE_ERROR = "compile-error"        # Triton compile or launch failed
+    UNSUPPORTED_ON_CPU = "unsupported-on-cpu"  # uses a feature the CPU interpreter cannot run (named in detail)
     RUNTIME_ERROR = "runtime-error"        # raised an exception while running
 
 

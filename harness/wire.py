@@ -60,13 +60,28 @@ def storage_bytes(t: torch.Tensor) -> bytes:
     return torch.empty(0, dtype=torch.uint8).set_(storage).numpy().tobytes()
 
 
+def flat_bytes(t: torch.Tensor) -> torch.Tensor:
+    """A 1-d uint8 view of the elements of ``t`` in row-major order, where ``t`` lives (a copy
+    only when ``t`` is not already dense row-major). Any layout: a view whose dims are all of
+    size 1 counts as contiguous to torch whatever its strides (``torch.randn(1, 5)[:, :1]``,
+    ``as_strided((1, 1), (7, 3))``), so ``contiguous()`` keeps them and flattening gives a
+    1-element view of stride 3, which ``view(torch.uint8)`` refuses; such a view is its one
+    element, so it is re-viewed with unit stride."""
+    c = t.detach().contiguous().reshape(-1)
+    if c.numel() == 0:
+        return torch.empty(0, dtype=torch.uint8, device=c.device)
+    if c.stride(0) != 1:  # only a 1-element view: a flattened contiguous tensor has unit stride
+        c = c.as_strided((c.numel(),), (1,))
+    return c.view(torch.uint8)
+
+
 def tensor_bytes(t: torch.Tensor) -> bytes:
-    """The bytes of a contiguous copy of ``t`` (any dtype, bf16 included), at memcpy speed."""
+    """The bytes of a contiguous copy of ``t`` (any dtype and layout, bf16 included), at memcpy
+    speed."""
     c = t.detach()
     if c.device.type != "cpu":
         c = c.cpu()
-    c = c.contiguous()
-    return c.reshape(-1).view(torch.uint8).numpy().tobytes() if c.numel() else b""
+    return flat_bytes(c).numpy().tobytes() if c.numel() else b""
 
 
 def itemsize(dtype: torch.dtype) -> int:

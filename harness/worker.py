@@ -310,6 +310,8 @@ def _overlaps(a, b) -> bool:
 def _classify(e: BaseException) -> str:
     names = {c.__name__ for c in type(e).__mro__}
     module = type(e).__module__ or ""
+    if "UnsupportedOnCPU" in names:  # kernels/_interpreter.py: not wrong, only not checkable here
+        return "unsupported-on-cpu"
     if names & {"CompilationError", "CompileTimeAssertionFailure", "OutOfResources", "InterpreterError"} \
             or module.startswith("triton"):
         return "compile-error"

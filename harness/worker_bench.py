@@ -29,7 +29,9 @@ def fingerprint_parts(t, weights):
     in int64, so the CPU and the GPU give the same numbers. Returns (chunk sums, nbytes)."""
     import torch
 
-    b = t.detach().contiguous().reshape(-1).view(torch.uint8)
+    from .wire import flat_bytes
+
+    b = flat_bytes(t)
     n = b.numel()
     if n % 2 == 0:
         try:

@@ -8,6 +8,7 @@ Re-exported by ``kernels/spec.py``, where op specs import them from. Imports tor
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -49,6 +50,32 @@ def values(shape: Sequence[int], dist: str, scale: float, gen: torch.Generator) 
     else:
         raise ValueError(f"unknown distribution {dist!r}; expected one of {DISTRIBUTIONS}")
     return v * scale
+
+
+def value_cap(dtype: torch.dtype) -> float:
+    """The largest |value| a drawn input of ``dtype`` may have: the largest power of two at most
+    the fourth root of the dtype's largest finite value (8 for fp16; 2**31 for bf16 and fp32).
+
+    A product of two such inputs (cap²: 64 for fp16) stays 1000x inside the range, so sums of
+    a few hundred typical products (a matmul, a norm's sum of squares) stay finite; where a
+    heavy tail still overflows, PyTorch's own result in the dtype overflows at the same places
+    and the comparison allows exactly that (``harness/compare.py``)."""
+    if not dtype.is_floating_point or dtype == torch.float64:
+        return float("inf")
+    return 2.0 ** math.floor(math.log2(torch.finfo(dtype).max ** 0.25))
+
+
+def fit_range(v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """float64 values ``v`` scaled by a power of two (so every value's mantissa, and the shape of
+    the distribution, are kept) until max |v| <= ``value_cap(dtype)``; unchanged if they fit.
+    For targets that know nothing of their op (problem files): an fp16 input drawn at 1e8 is
+    inf before any kernel runs."""
+    cap = value_cap(dtype)
+    finite = v[torch.isfinite(v)]
+    top = float(finite.abs().max()) if finite.numel() else 0.0
+    if top <= cap:
+        return v
+    return v * 2.0 ** -math.ceil(math.log2(top / cap))
 
 
 def tensor(shape: Sequence[int], dtype: str, dist: str, scale: float, gen: torch.Generator,

@@ -70,11 +70,28 @@ GPU should be wrong in the interpreter too, without special cases in the kernel 
     invalid) from the launch, instead of Triton's wrapped ``InterpreterError``. On a GPU the
     same asserts run only under ``TRITON_DEBUG=1``. Triton's integer-overflow checks, which
     are asserts too, stay a ``TRITON_DEBUG=1`` matter in the interpreter, as on a GPU.
+
+``scalar_args``
+    A float kernel argument reached the kernel as a Python float, so ``eps.to(tl.float32)``
+    raised AttributeError and fp16 * eps stayed fp16. Triton's launcher types a float "fp32";
+    here it becomes an fp32 scalar tensor, as a compiled kernel sees it.
+
+``libdevice``
+    ``triton.language.extra.libdevice`` is a stub module that only a GPU compile maps to the
+    CUDA one, so in the interpreter every call returned None. For each launch the stub's and the
+    CUDA module's names (and names imported from them into the kernel's module) run the CUDA
+    dispatch with the interpreter's semantic: Triton's own table checks the argument types and
+    gives the result type (rsqrt(fp32) is fp32; rsqrt(fp16) fails, as on the GPU), and the
+    builder's ``create_extern_elementwise`` computes the value with numpy (fp32 through fp64,
+    rounded once; CUDA's round-half-away and saturating float -> int). A function without a
+    numpy form raises :class:`UnsupportedOnCPU` naming it (verdict ``unsupported-on-cpu``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 import os
 import warnings
 
@@ -417,6 +434,298 @@ def _patch_device_assert(status: dict) -> None:
     status["device_assert"] = True
 
 
+# ---------------------------------------------------------------------------------------------
+# Float scalar arguments: fp32 tensors, as a compiled kernel sees them
+
+
+def _patch_scalar_args(status: dict) -> None:
+    try:
+        import numpy as np
+        import triton.language as tl
+        from triton.runtime import interpreter as interp
+    except ImportError:  # pragma: no cover
+        return
+    original = getattr(interp, "_implicit_cvt", None)
+    handle = getattr(interp, "TensorHandle", None)
+    if original is None or handle is None:
+        return
+    if getattr(original, "_kernelagent", False):
+        status["scalar_args"] = True
+        return
+
+    def _implicit_cvt(arg):
+        # Triton's launcher types a Python float argument "fp32" (``mangle_type``) whatever its
+        # magnitude; the interpreter left it a Python float, which has no ``.to`` and which
+        # Triton's promotion treats as a weak literal (fp16 * float -> fp16, where the GPU's
+        # fp16 * fp32 scalar is fp32).
+        if isinstance(arg, float):
+            with np.errstate(over="ignore"):
+                data = np.array([arg], dtype=np.float32)
+            return tl.tensor(handle(data, tl.float32), tl.float32)
+        return original(arg)
+
+    _implicit_cvt._kernelagent, _implicit_cvt.__wrapped__ = True, original
+    interp._implicit_cvt = _implicit_cvt  # looked up as a module global at every launch
+    status["scalar_args"] = True
+
+
+# ---------------------------------------------------------------------------------------------
+# libdevice: the CUDA dispatch tables, numpy for the math
+
+
+class UnsupportedOnCPU(NotImplementedError):
+    """A kernel uses a feature Triton's CPU interpreter cannot run (``feature`` names it, e.g.
+    ``libdevice.erfinv``): the kernel is not wrong, it can only be checked on a GPU."""
+
+    def __init__(self, feature: str, why: str):
+        super().__init__(f"{feature} cannot run in Triton's CPU interpreter ({why}); verify this kernel on a GPU")
+        self.feature = feature
+
+
+@functools.lru_cache(maxsize=1)
+def _libdevice_symbols() -> dict[str, str]:
+    """CUDA libdevice symbol (``__nv_rsqrtf``) -> the Triton function that dispatches to it
+    (``rsqrt``), read from ``triton.language.extra.cuda.libdevice``'s own source."""
+    import ast
+    import inspect
+
+    from triton.language.extra.cuda import libdevice
+
+    table = {}
+    for node in ast.parse(inspect.getsource(libdevice)).body:
+        if isinstance(node, ast.FunctionDef):
+            for c in ast.walk(node):
+                if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value.startswith("__nv_"):
+                    table[c.value] = node.name
+    return table
+
+
+def _tgamma(x: float) -> float:
+    try:
+        return math.gamma(x)
+    except OverflowError:
+        return math.inf
+    except ValueError:  # C's tgamma: ±inf at ±0, NaN at negative integers and -inf
+        return math.copysign(math.inf, x) if x == 0 else math.nan
+
+
+def _lgamma(x: float) -> float:
+    try:
+        return math.lgamma(x)
+    except (ValueError, OverflowError):  # the poles (0, negative integers): +inf, as C's lgamma
+        return math.inf if not math.isnan(x) else x
+
+
+def _remainder(x: float, y: float) -> float:
+    try:
+        return math.remainder(x, y)
+    except ValueError:  # remainder(inf, y) and remainder(x, 0): NaN, as C's
+        return math.nan
+
+
+@functools.lru_cache(maxsize=1)
+def _libdevice_math() -> dict:
+    """Triton libdevice function name -> (arity, numpy function, widen). ``widen``: fp32
+    operands are computed in fp64 and the result rounded once to the dispatch table's result
+    type, which for the arithmetic (div_rn, sqrt_rn, ...) is the correctly rounded fp32 result
+    (fp64 holds more than 2p + 2 bits of fp32's p); otherwise the function works in the
+    operands' own dtype (predicates, nextafter)."""
+    import numpy as np
+
+    def vec(f):
+        return np.vectorize(f, otypes=[np.float64])
+
+    def round_half_away(x):  # CUDA round(): half-way cases away from zero (numpy's rint: to even)
+        t = np.trunc(x)
+        return np.where(np.abs(x - t) >= 0.5, t + np.sign(x), t)
+
+    def fdim(x, y):
+        return np.where(np.isnan(x) | np.isnan(y), np.nan, np.where(x > y, x - y, 0.0))
+
+    def saturate(x):  # to [0, 1], NaN -> 0
+        return np.clip(np.where(np.isnan(x), 0.0, x), 0.0, 1.0)
+
+    erfc = vec(math.erfc)
+    unary = {
+        "exp": np.exp, "exp2": np.exp2, "exp10": lambda x: np.power(10.0, x), "expm1": np.expm1,
+        "log": np.log, "log2": np.log2, "log10": np.log10, "log1p": np.log1p,
+        "sqrt": np.sqrt, "sqrt_rn": np.sqrt, "rsqrt": lambda x: 1.0 / np.sqrt(x),
+        "rsqrt_rn": lambda x: 1.0 / np.sqrt(x), "rcp_rn": lambda x: 1.0 / x, "cbrt": np.cbrt,
+        "rcbrt": lambda x: 1.0 / np.cbrt(x),
+        "sin": np.sin, "cos": np.cos, "tan": np.tan, "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan,
+        "sinh": np.sinh, "cosh": np.cosh, "tanh": np.tanh, "asinh": np.arcsinh, "acosh": np.arccosh,
+        "atanh": np.arctanh,
+        "erf": vec(math.erf), "erfc": erfc, "normcdf": lambda x: 0.5 * erfc(-x / math.sqrt(2.0)),
+        "lgamma": vec(_lgamma), "tgamma": vec(_tgamma),
+        "floor": np.floor, "ceil": np.ceil, "trunc": np.trunc, "rint": np.rint, "nearbyint": np.rint,
+        "round": round_half_away, "abs": np.abs, "saturatef": saturate,
+        # The GPU's approximate forms (ex2.approx and friends, a few ulp off): here correctly
+        # rounded. A kernel that is right only thanks to their error cannot be told apart.
+        "fast_expf": np.exp, "fast_exp10f": lambda x: np.power(10.0, x), "fast_logf": np.log,
+        "fast_log2f": np.log2, "fast_log10f": np.log10, "fast_sinf": np.sin, "fast_cosf": np.cos,
+        "fast_tanf": np.tan,
+    }
+    binary = {
+        "pow": np.power, "fast_powf": np.power, "atan2": np.arctan2, "hypot": np.hypot,
+        "rhypot": lambda x, y: 1.0 / np.hypot(x, y), "fmod": np.fmod,
+        "remainder": vec(_remainder),
+        "copysign": np.copysign, "fdim": fdim, "ldexp": np.ldexp, "scalbn": np.ldexp,
+        "div_rn": np.divide, "fast_dividef": np.divide, "add_rn": np.add, "sub_rn": np.subtract,
+        "mul_rn": np.multiply,
+    }
+    ternary = {"norm3d": lambda a, b, c: np.sqrt(a * a + b * b + c * c),
+               "rnorm3d": lambda a, b, c: 1.0 / np.sqrt(a * a + b * b + c * c)}
+    quaternary = {"norm4d": lambda a, b, c, d: np.sqrt(a * a + b * b + c * c + d * d),
+                  "rnorm4d": lambda a, b, c, d: 1.0 / np.sqrt(a * a + b * b + c * c + d * d)}
+    exact = {"isnan": (1, np.isnan), "isinf": (1, np.isinf), "finitef": (1, np.isfinite),
+             "isfinited": (1, np.isfinite), "signbit": (1, np.signbit), "nextafter": (2, np.nextafter)}
+    table = {name: (arity, fn, False) for name, (arity, fn) in exact.items()}
+    for arity, fns in ((1, unary), (2, binary), (3, ternary), (4, quaternary)):
+        table.update({name: (arity, fn, True) for name, fn in fns.items()})
+    return table
+
+
+_LIBDEVICE_BITCASTS = ("int_as_float", "float_as_int", "uint_as_float", "float_as_uint",
+                       "longlong_as_double", "double_as_longlong")
+# float -> integer by rounding mode (CUDA's cvt.rni/rzi/rmi/rpi: saturating, NaN -> 0)
+_LIBDEVICE_TO_INT = {"rn": "rint", "rz": "trunc", "rd": "floor", "ru": "ceil"}
+_FLOAT_TO_INT = ("float2int", "float2uint", "float2ll", "float2ull", "double2int", "double2uint",
+                 "double2ll", "double2ull")
+_ROUND_NEAREST_CASTS = ("double2float", "int2float", "uint2float", "ll2float", "ull2float", "int2double",
+                        "uint2double", "ll2double", "ull2double")
+
+
+def _libdevice_eval(builder, name: str, symbol: str, args: list, ret_ty):
+    """The value of libdevice ``name`` (dispatched as ``symbol``) on TensorHandles ``args``, as
+    a TensorHandle of ``ret_ty``: the CUDA dispatch table's result type, resolved by Triton's own
+    ``extern_elementwise`` exactly as for a GPU compile (so an fp16 operand to a function with
+    only fp32/fp64 entries fails here as it fails there)."""
+    import numpy as np
+    from triton.runtime import interpreter as interp
+
+    out_np = interp._get_np_dtype(ret_ty)
+    scalar = getattr(ret_ty, "scalar", ret_ty)
+    data = [np.asarray(a.data) for a in args]
+
+    def result(values):
+        return interp.TensorHandle(np.asarray(values).astype(out_np), scalar)
+
+    def saturated_int(r):
+        info = np.iinfo(out_np)
+        return result(np.clip(np.where(np.isnan(r), 0.0, r), float(info.min), float(info.max)))
+
+    if name in ("fma", "fma_rn"):  # one rounding, through the interpreter's own fma
+        return builder.create_fma(*args)
+    head, _, mode = name.rpartition("_")
+    with np.errstate(all="ignore"):
+        if name in _LIBDEVICE_BITCASTS:
+            return interp.TensorHandle(np.ascontiguousarray(data[0]).view(out_np), scalar)
+        if head in _FLOAT_TO_INT and mode in _LIBDEVICE_TO_INT:
+            return saturated_int(getattr(np, _LIBDEVICE_TO_INT[mode])(data[0].astype(np.float64)))
+        if head in _ROUND_NEAREST_CASTS and mode == "rn":
+            return result(data[0].astype(out_np))
+        if name in ("llrint", "llround"):
+            rounding = np.rint if name == "llrint" else _libdevice_math()["round"][1]
+            return saturated_int(rounding(data[0].astype(np.float64)))
+        entry = _libdevice_math().get(name)
+        if entry is None or entry[0] != len(data):
+            raise UnsupportedOnCPU(f"libdevice.{name}", f"{symbol} has no CPU implementation here")
+        _, fn, widen = entry
+        if widen:
+            data = [d.astype(np.float64) if d.dtype == np.float32 else d for d in data]
+        return result(fn(*data))
+
+
+class _GlobalsSlot:
+    """A module's globals dict seen as an object, so a launch's patch scope can set and restore
+    names in it (``from triton.language.extra.libdevice import rsqrt``)."""
+
+    def __init__(self, d: dict):
+        object.__setattr__(self, "_d", d)
+
+    def __getattr__(self, name):
+        try:
+            return self._d[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        self._d[name] = value
+
+    def __delattr__(self, name):
+        self._d.pop(name, None)
+
+
+def _patch_libdevice(status: dict) -> None:
+    try:
+        import triton.language as tl
+        from triton.language.extra import libdevice as stub
+        from triton.language.extra.cuda import libdevice as cuda
+        from triton.runtime import interpreter as interp
+        from triton.runtime.errors import InterpreterError
+    except ImportError:  # pragma: no cover
+        return
+    builder, grid = getattr(interp, "InterpreterBuilder", None), getattr(interp, "GridExecutor", None)
+    scope_cls = getattr(interp, "_LangPatchScope", None)
+    if builder is None or grid is None or scope_cls is None or not hasattr(builder, "create_extern_elementwise"):
+        return
+    if getattr(builder.create_extern_elementwise, "_kernelagent", False):
+        status["libdevice"] = True
+        return
+    symbols: dict[str, str] = {}
+    original_extern, original_call = builder.create_extern_elementwise, grid.__call__
+
+    def create_extern_elementwise(self, lib_name, lib_path, symbol, args, ret_ty, is_pure):
+        if not symbols:
+            symbols.update(_libdevice_symbols())
+        name = symbols.get(symbol)
+        if name is None:
+            raise UnsupportedOnCPU(f"extern function {symbol}", "only CUDA libdevice functions are mapped")
+        return _libdevice_eval(self, name, symbol, list(args), ret_ty)
+
+    def bound(member):
+        def call(*args, **kwargs):
+            kwargs.pop("_semantic", None)
+            return member(*args, **kwargs, _semantic=interp.interpreter_semantic)
+        return call
+
+    def __call__(self, *args, **kwargs):
+        # For this launch the libdevice names the kernel can reach run the CUDA dispatch (types
+        # checked and resolved as a GPU compile does) with the interpreter's semantic: the
+        # compiler maps the stub module to the CUDA one (``get_module_map``), the interpreter
+        # never did, so the stubs returned None.
+        scope = scope_cls()
+        impls = {n: bound(m) for n, m in vars(cuda).items() if tl.core.is_builtin(m)}
+        for n, impl in impls.items():
+            scope.set_attr(cuda, n, impl)
+            if hasattr(stub, n):
+                scope.set_attr(stub, n, impl)
+        fn_globals = getattr(self.fn, "__globals__", None)
+        if isinstance(fn_globals, dict):
+            slot = _GlobalsSlot(fn_globals)
+            for k, v in list(fn_globals.items()):
+                if callable(v) and getattr(v, "__module__", None) in (stub.__name__, cuda.__name__) \
+                        and getattr(v, "__name__", None) in impls:
+                    scope.set_attr(slot, k, impls[v.__name__])
+        try:
+            return original_call(self, *args, **kwargs)
+        except InterpreterError as e:
+            cause = e.__cause__
+            while cause is not None and not isinstance(cause, UnsupportedOnCPU):
+                cause = cause.__cause__
+            if cause is None:
+                raise
+            raise cause.with_traceback(cause.__traceback__) from None
+        finally:
+            scope.restore()
+
+    create_extern_elementwise._kernelagent, create_extern_elementwise.__wrapped__ = True, original_extern
+    __call__._kernelagent, __call__.__wrapped__ = True, original_call
+    builder.create_extern_elementwise = create_extern_elementwise
+    grid.__call__ = __call__
+    status["libdevice"] = True
+
+
 def _stable_key(key) -> str:
     parts = []
     for v in key if isinstance(key, (tuple, list)) else (key,):
@@ -463,15 +772,17 @@ def _patch_autotune(status: dict) -> None:
 def patch_interpreter() -> dict:
     """Apply every interpreter fix; returns which are in place, e.g.
     ``{"bf16_dot": True, "tf32_dot": True, "autotune": True, "bf16_arith": True,
-    "device_assert": True}``. Idempotent, and harmless outside the interpreter (the dot, bf16 and
+    "device_assert": True, "scalar_args": True, "libdevice": True}``. Idempotent, and harmless outside the interpreter (the dot, bf16 and
     assert fixes touch only the interpreter's builder, reductions and semantic instance; the
     autotune fix defers to Triton unless ``TRITON_INTERPRET`` is on)."""
     status = {"bf16_dot": False, "tf32_dot": False, "autotune": False, "bf16_arith": False,
-              "device_assert": False}
+              "device_assert": False, "scalar_args": False, "libdevice": False}
     _patch_dot(status)
     _patch_autotune(status)
     _patch_bf16(status)
     _patch_device_assert(status)
+    _patch_scalar_args(status)
+    _patch_libdevice(status)
     return status
 
 

@@ -52,7 +52,8 @@ def test_bf16_dot_is_exact_products_after_the_patch():
 def test_patch_interpreter_reports_every_fix_and_the_alias_still_works():
     from kernelagent.kernels._interpreter import patch_bf16_dot, patch_interpreter
 
-    every = {"bf16_dot": True, "tf32_dot": True, "autotune": True, "bf16_arith": True, "device_assert": True}
+    every = {"bf16_dot": True, "tf32_dot": True, "autotune": True, "bf16_arith": True, "device_assert": True,
+             "scalar_args": True, "libdevice": True}
     assert patch_interpreter() == every
     assert patch_interpreter() == every  # idempotent
     with pytest.warns(DeprecationWarning, match="patch_interpreter"):
@@ -606,3 +607,226 @@ def test_integer_overflow_checks_stay_a_debug_matter():
     o = torch.empty(1, dtype=torch.int32)
     _overflowing_kernel[(1,)](o, 2 ** 30)
     assert int(o) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Float scalar arguments and libdevice (issue 17). Each kernel below is also compiled for sm_90
+# to TTIR, without a GPU, in a child without the interpreter: the GPU compile's types are the
+# specification, and the same ``tl.static_assert`` holds in both (the interpreter checks it).
+
+_GPU_TTIR = r"""
+import importlib.util, json, sys
+from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import CUDABackend
+from triton.compiler import ASTSource
+from triton._C.libtriton import ir
+path, name, sig, consts = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
+spec = importlib.util.spec_from_file_location("k", path)
+mod = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+target = GPUTarget("cuda", 90, 32)
+backend = CUDABackend(target)
+opts = backend.parse_options({})
+ctx = ir.context()
+ir.load_dialects(ctx)
+backend.load_dialects(ctx)
+src = ASTSource(getattr(mod, name), sig, consts)
+try:
+    print(src.make_ir(target, opts, backend.get_codegen_implementation(opts), backend.get_module_map(), ctx))
+except Exception as e:
+    print("COMPILE-ERROR", type(e).__name__, e)
+"""
+
+
+def _gpu_ttir(tmp_path, source: str, name: str, signature: dict, constexprs: dict | None = None) -> str:
+    """TTIR of ``name`` in ``source`` compiled for sm_90 (no GPU needed), or 'COMPILE-ERROR …'."""
+    import json
+    import subprocess
+    import sys
+
+    path = tmp_path / f"{name}.py"
+    path.write_text(source)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    p = subprocess.run([sys.executable, "-c", _GPU_TTIR, str(path), name, json.dumps(signature),
+                        json.dumps(constexprs or {})], capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return p.stdout
+
+
+def _interpreted(tmp_path, source: str, name: str):
+    import importlib.util
+
+    path = tmp_path / f"{name}_interp.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"interp_{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return getattr(mod, name)
+
+
+_SCALAR_SRC = """
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def scalar_kernel(x_ptr, y_ptr, z_ptr, eps, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offs)                      # fp16
+    e = eps.to(tl.float32)                         # .to on a float argument
+    tl.static_assert(e.dtype == tl.float32)
+    y = x * eps                                    # fp16 block * fp32 scalar argument
+    tl.static_assert(y.dtype == tl.float32)
+    tl.store(y_ptr + offs, y)
+    tl.store(z_ptr + offs, x.to(tl.float32) + e)
+"""
+
+
+def test_float_scalar_argument_is_fp32_as_in_a_gpu_compile(tmp_path):
+    """A float kernel argument is an fp32 scalar tensor on the GPU: ``eps.to`` works and
+    fp16 * eps is fp32 (the interpreter had a Python float: no ``.to``, and fp16 * float stayed
+    fp16). Same source, same static asserts, in the sm_90 compile and in the interpreter."""
+    ttir = _gpu_ttir(tmp_path, _SCALAR_SRC, "scalar_kernel",
+                     {"x_ptr": "*fp16", "y_ptr": "*fp32", "z_ptr": "*fp32", "eps": "fp32", "BLOCK": "constexpr"},
+                     {"BLOCK": 16})
+    assert "COMPILE-ERROR" not in ttir and "%eps: f32" in ttir.replace(" :", ":")
+    assert "arith.extf" in ttir and "arith.mulf" in ttir and "tensor<16xf32>" in ttir
+
+    k = _interpreted(tmp_path, _SCALAR_SRC, "scalar_kernel")
+    x = torch.linspace(-3, 3, 16).half()
+    y, z = torch.empty(16), torch.empty(16)
+    eps = 1.0 / 3.0
+    k[(1,)](x, y, z, eps, BLOCK=16)
+    eps32 = torch.tensor(eps, dtype=torch.float32)
+    assert torch.equal(y, x.float() * eps32)  # fp32 product, not an fp16-rounded one
+    assert not torch.equal(y, (x * torch.tensor(eps, dtype=torch.float16)).float())
+    assert torch.equal(z, x.float() + eps32)
+
+
+_LIBDEVICE_SRC = """
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+from triton.language.extra.libdevice import rsqrt
+
+
+@triton.jit
+def libdevice_kernel(x_ptr, y_ptr, out_ptr, nan_ptr, int_ptr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    x = tl.load(x_ptr + offs)
+    y = tl.load(y_ptr + offs)
+    r = rsqrt(tl.abs(x) + 1.0)
+    tl.static_assert(r.dtype == tl.float32)
+    tl.store(out_ptr + 0 * BLOCK + offs, r)
+    tl.store(out_ptr + 1 * BLOCK + offs, libdevice.round(x))
+    tl.store(out_ptr + 2 * BLOCK + offs, libdevice.rint(x))
+    tl.store(out_ptr + 3 * BLOCK + offs, libdevice.div_rn(x, y))
+    tl.store(out_ptr + 4 * BLOCK + offs, libdevice.fma(x, y, x))
+    tl.store(out_ptr + 5 * BLOCK + offs, libdevice.tanh(x))
+    tl.store(out_ptr + 6 * BLOCK + offs, libdevice.erf(x))
+    tl.store(out_ptr + 7 * BLOCK + offs, libdevice.pow(tl.abs(x), y))
+    tl.store(out_ptr + 8 * BLOCK + offs, libdevice.exp(x))
+    n = libdevice.isnan(x / y)
+    tl.static_assert(n.dtype == tl.int1)
+    tl.store(nan_ptr + offs, n)
+    i = libdevice.float2int_rn(x * 1e9)
+    tl.static_assert(i.dtype == tl.int32)
+    tl.store(int_ptr + offs, i)
+"""
+
+
+def test_libdevice_runs_with_the_gpu_dispatch_types(tmp_path):
+    """libdevice calls returned None in the interpreter (the stub module; only a GPU compile maps
+    it to the CUDA one). Now the CUDA dispatch table decides the types, as on the GPU (sm_90
+    TTIR: __nv_rsqrtf f32 -> f32, isnan -> i32 then i1, float2int_rn -> i32), and numpy
+    computes the values: correctly rounded, CUDA's rounding rules (round: half away from zero;
+    rint: half to even), fma rounded once, float -> int saturating."""
+    sig = {"x_ptr": "*fp32", "y_ptr": "*fp32", "out_ptr": "*fp32", "nan_ptr": "*i1", "int_ptr": "*i32",
+           "BLOCK": "constexpr"}
+    ttir = _gpu_ttir(tmp_path, _LIBDEVICE_SRC, "libdevice_kernel", sig, {"BLOCK": 8})
+    assert "COMPILE-ERROR" not in ttir, ttir
+    for symbol in ("__nv_rsqrtf", "__nv_roundf", "__nv_rintf", "__nv_fdiv_rn", "__nv_fmaf", "__nv_tanhf",
+                   "__nv_erff", "__nv_powf", "__nv_expf", "__nv_isnanf", "__nv_float2int_rn"):
+        assert f'symbol = "{symbol}"' in ttir, symbol
+
+    k = _interpreted(tmp_path, _LIBDEVICE_SRC, "libdevice_kernel")
+    x = torch.tensor([-2.5, -0.5, 0.5, 1.5, 2.5, 3.0, -7.25, 0.0], dtype=torch.float32)
+    y = torch.tensor([3.0, 7.0, -1.5, 0.1, 2.0, 0.0, 1.0, 0.0], dtype=torch.float32)
+    out, nan = torch.empty(9 * 8), torch.empty(8, dtype=torch.bool)
+    ints = torch.empty(8, dtype=torch.int32)
+    k[(1,)](x, y, out, nan, ints, BLOCK=8)
+    out = out.view(9, 8)
+    x64, y64 = x.double(), y.double()
+    assert torch.equal(out[0], torch.rsqrt(x64.abs() + 1).float())
+    assert out[1].tolist() == [-3.0, -1.0, 1.0, 2.0, 3.0, 3.0, -7.0, 0.0]   # half away from zero
+    assert out[2].tolist() == [-2.0, -0.0, 0.0, 2.0, 2.0, 3.0, -7.0, 0.0]   # half to even
+    assert torch.equal(out[3][:5], (x64 / y64).float()[:5])                  # correctly rounded
+    assert torch.equal(out[4], torch.addcmul(x64, x64, y64).float())          # fma: one rounding
+    assert torch.allclose(out[5], torch.tanh(x64).float(), rtol=0, atol=1e-7)
+    assert torch.allclose(out[6], torch.erf(x64).float(), rtol=0, atol=1e-7)
+    assert torch.allclose(out[7], (x64.abs() ** y64).float(), rtol=1e-6)
+    assert torch.allclose(out[8], torch.exp(x64).float(), rtol=1e-7)
+    assert nan.tolist() == [False] * 7 + [True]                               # 0 / 0
+    assert ints.tolist()[:2] == [-2**31, -500000000] and ints[5] == 2**31 - 1  # saturating
+
+
+_FP16_LIBDEVICE_SRC = """
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+
+@triton.jit
+def fp16_rsqrt_kernel(x_ptr, y_ptr, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    tl.store(y_ptr + offs, libdevice.rsqrt(tl.load(x_ptr + offs)))
+"""
+
+
+def test_libdevice_on_fp16_fails_in_both(tmp_path):
+    """CUDA libdevice has fp32/fp64 entries only (no fp16, no implicit upcast): Triton's GPU
+    compile rejects rsqrt(fp16), and so does the interpreter now, from the same table (a
+    compile-error verdict, as on the GPU), not a None that looked like a different bug."""
+    ttir = _gpu_ttir(tmp_path, _FP16_LIBDEVICE_SRC, "fp16_rsqrt_kernel",
+                     {"x_ptr": "*fp16", "y_ptr": "*fp16", "BLOCK": "constexpr"}, {"BLOCK": 8})
+    assert ttir.startswith("COMPILE-ERROR") and "float16" in ttir  # the dispatch table's KeyError
+    from triton.runtime.errors import InterpreterError
+
+    k = _interpreted(tmp_path, _FP16_LIBDEVICE_SRC, "fp16_rsqrt_kernel")
+    with pytest.raises(InterpreterError, match="KeyError.*float16"):
+        k[(1,)](torch.ones(8, dtype=torch.float16), torch.empty(8, dtype=torch.float16), BLOCK=8)
+
+
+_UNSUPPORTED_SRC = """
+import torch
+import triton
+import triton.language as tl
+from triton.language.extra import libdevice
+
+
+@triton.jit
+def _bessel_kernel(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = offs < n
+    x = tl.load(x_ptr + offs, mask=m)
+    tl.store(y_ptr + offs, libdevice.j0(x.to(tl.float32)) * 0.0 + x, mask=m)
+
+
+def softmax(x):
+    y = torch.empty_like(x)
+    _bessel_kernel[(triton.cdiv(x.numel(), 1024),)](x, y, x.numel(), BLOCK=1024)
+    return y
+"""
+
+
+def test_libdevice_without_a_cpu_implementation_is_unsupported_on_cpu_by_name(tmp_path):
+    """A libdevice function numpy cannot compute (Bessel j0) is not a compile error: the
+    interpreter raises UnsupportedOnCPU naming it, and verify says ``unsupported-on-cpu``."""
+    from kernelagent.harness import verify
+    from kernelagent.kernels._interpreter import UnsupportedOnCPU
+
+    k = _interpreted(tmp_path, _UNSUPPORTED_SRC, "_bessel_kernel")
+    with pytest.raises(UnsupportedOnCPU, match=r"libdevice\.j0"):
+        k[(1,)](torch.ones(8), torch.empty(8), 8, BLOCK=8)
+    v = verify("softmax", _UNSUPPORTED_SRC, examples=1, seed=1)
+    assert v.reason == "unsupported-on-cpu" and "libdevice.j0" in v.detail, (v.reason, v.detail[:500])

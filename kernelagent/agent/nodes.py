@@ -334,6 +334,9 @@ GUIDANCE = {
     "timeout": "Verification ran out of its CPU-time budget (machine load does not count), or the worker stopped "
                "making progress: the kernel is far too slow on the slow case named above, loops forever, or waits.",
     "compile-error": "Triton could not compile or launch the kernel; the compiler's message is above.",
+    "unsupported-on-cpu": "The kernel uses a Triton feature that this machine's verifier (Triton's CPU "
+                          "interpreter) cannot run, named above; it is not known to be wrong, but it cannot be "
+                          "verified here. Use the triton.language equivalent (tl.exp, tl.sqrt, tl.math.*) instead.",
 }
 
 
