@@ -76,6 +76,10 @@ class PowerMeter(Protocol):
         """The cumulative energy counter (mJ). It updates in steps (about every 20–100 ms on
         NVIDIA GPUs), so two reads less than a step apart can be equal."""
 
+    def counter_update_period_s(self) -> float | None:
+        """How often the energy counter updates, when the device declares it; None: not known,
+        and ``harness.energy_window`` measures it by watching the counter."""
+
     def power_w(self) -> float | None:
         """Instantaneous power where the device has it, else its averaged power reading."""
 
@@ -195,6 +199,9 @@ class NvmlPowerMeter:
     def energy_mj(self) -> int | None:
         v = self._read(self._nvml.nvmlDeviceGetTotalEnergyConsumption)
         return None if v is None else int(v)
+
+    def counter_update_period_s(self) -> float | None:
+        return None  # NVML does not say (about 20–100 ms, by GPU): measured from the counter itself
 
     def power_w(self) -> float | None:
         nv = self._nvml

@@ -12,9 +12,11 @@ calls and reports times and output fingerprints, which the trusted parent treats
   a batch whose claimed total is under half of what it saw. Every timed output is
   fingerprinted; identical inputs must give identical bytes, and sampled outputs travel back
   and are compared with the reference.
-* Energy: the parent reads the meter's energy counter at counter updates before and after a
-  window of ≥ ``min_window_s`` of back-to-back calls, measures idle power the same way, and a
-  thread samples power, clocks, temperature and throttle reasons every ~20 ms throughout.
+* Energy: after a cooldown to the device's idle baseline and an idle-power reading, the parent
+  reads the meter's energy counter at counter updates around ``energy_repeats`` windows of
+  back-to-back calls, each long enough for the asked quantisation bound and started at a random
+  phase of the counter's update period; the figure carries its uncertainty. A thread samples
+  power, clocks, temperature and throttle reasons every ~20 ms throughout.
 
 See docs/MEASUREMENT.md ("GPU measurement method") for the method and everything it flags.
 """
@@ -33,15 +35,17 @@ import torch
 
 from ..kernels.spec import Call, Case
 from .energy import THROTTLE_MASK, NvmlPowerMeter, PowerMeter, read_sample, reason_names
-from .energy_window import EnergyWindow, Sampler, energy_window  # noqa: F401 - re-exported
+from .energy_window import (DEFAULT_QUANTISATION_BOUND, DEFAULT_REPEATS, MAX_WINDOW_S,  # noqa: F401 - re-exported
+                            Cooldown, EnergyBaseline, EnergyEstimate, EnergyWindow, Sampler, energy_estimate,
+                            energy_window)
 from .measure_checks import RECOMMENDED_GPU_WINDOW_S, check_latency, judge_speed, measure_energy  # noqa: F401
 from .protocol import BenchReply, Malformed, failure
 from .sandbox import Limits, SandboxedWorker, WorkerDied
 from .session import CandidateSession, SessionError, tensor_nbytes
 from .wire import WIRE_NAMES, encode_args
 
-__all__ = ["EnergyWindow", "MeasureError", "MeasureOptions", "Measurement", "RECOMMENDED_GPU_WINDOW_S",
-           "energy_window", "measure"]
+__all__ = ["Cooldown", "EnergyBaseline", "EnergyEstimate", "EnergyWindow", "MeasureError", "MeasureOptions",
+           "Measurement", "RECOMMENDED_GPU_WINDOW_S", "energy_estimate", "energy_window", "measure"]
 
 
 class MeasureError(Exception):
@@ -84,12 +88,25 @@ class Measurement:
     overhead_s: float | None = None       # calibrated harness overhead for that batch
     claimed_total_s: float | None = None  # sum of the worker's per-call times in that batch
     wall_per_call_s: float | None = None  # (batch_wall - overhead) / calls: the parent's own view
-    # energy (joules per call; None when not measured)
+    # energy (joules per call; None when not measured): the energy_windows windows' energy over their
+    # calls, each figure with a ≈95 % uncertainty (half-width; docs/MEASUREMENT.md, "The error model")
     energy_j_per_call: float | None = None
+    energy_uncertainty_j: float | None = None
     dynamic_energy_j_per_call: float | None = None   # minus idle power × time per call
-    energy_window_s: float | None = None
-    energy_calls: int | None = None
+    dynamic_energy_uncertainty_j: float | None = None
+    energy_repeats_j: list[float] = field(default_factory=list)   # each window's energy per call
+    energy_error: dict | None = None                  # the uncertainty's parts: quantisation, repeat, idle
+    energy_windows: int = 0
+    energy_window_s: float | None = None              # all windows together
+    energy_calls: int | None = None                   # all windows together
+    energy_phases_s: list[float] = field(default_factory=list)    # each window's random start phase
+    energy_update_period_s: float | None = None       # the counter's update period, and whether the
+    energy_update_period_source: str | None = None    # meter declared it or it was measured
+    energy_quantisation_bound: float | None = None    # achieved per window: 2·T_update / T_window
+    cooldown_s: float | None = None                   # waited before the batch for the idle baseline
+    cooldown_reached: bool | None = None
     idle_power_w: float | None = None
+    idle_power_uncertainty_w: float | None = None
     avg_power_w: float | None = None                  # window energy / window time
     sampled_power_w: float | None = None              # mean of the power samples in the window
     energy_source: str | None = None                  # "nvml: <name>" | "simulated: <name>" | None
@@ -147,8 +164,13 @@ class MeasureOptions:
 
     meter: Any = "auto"                 # a PowerMeter, "auto" (NVML on CUDA, none on CPU) or None
     energy: bool = True
-    min_window_s: float = 1.0           # energy window; RECOMMENDED_GPU_WINDOW_S on a real GPU
-    idle_power_w: float | None = None   # measured over idle_window_s when None
+    energy_bound: float | None = DEFAULT_QUANTISATION_BOUND   # per window, 2·T_update/T_window; None: min_window_s
+    energy_repeats: int = DEFAULT_REPEATS                     # windows, each at a random start phase
+    min_window_s: float = 1.0           # each energy window lasts at least this (and what the bound needs)
+    max_energy_window_s: float = MAX_WINDOW_S
+    cooldown: Cooldown | None = field(default_factory=Cooldown)   # None: no wait for the idle baseline
+    energy_baseline: EnergyBaseline | None = None   # shared by the batches compared (a tuner's); None: this call's
+    idle_power_w: float | None = None   # measured over idle_window_s (after the cooldown) when None
     idle_window_s: float = 1.0
     energy_flush_l2: bool = False
     sample_period_s: float = 0.02
@@ -375,7 +397,10 @@ def _run(b: _Bench, m: Measurement, plan: _Plan, rng, opts: MeasureOptions, cuda
     meter = b.meter
     sampler = Sampler(meter, opts.sample_period_s) if meter is not None else None
     if meter is not None:
-        m.before = read_sample(meter).conditions()
+        before = read_sample(meter)
+        m.before = before.conditions()
+        if opts.energy_baseline is not None and not opts.energy_baseline.taken:
+            opts.energy_baseline.capture(before)   # the idle state before the first batch's work
         m.power_limit_w = meter.power_limit_w()
         violations_before = meter.violation_ns()
     base = {"op": "bench", "mode": "calls", "flush_l2": cuda, "fingerprint_every": 1, "fingerprint_seed": plan.fp_seed,

@@ -12,12 +12,13 @@ import math
 import statistics
 
 from .compare import compare
-from .energy_window import energy_window
+from .energy_window import EnergyBaseline, energy_estimate
 from .protocol import BenchReply
 from .wire import decode_tensor
 from .worker_bench import fingerprint_hex, fingerprint_parts, fingerprint_weights
 
 RECOMMENDED_GPU_WINDOW_S = 5.0   # ~4% counter-quantisation error at a 100 ms update period
+QUANTISATION_WARN_ABOVE = 0.04   # without an asked bound: warn above RECOMMENDED_GPU_WINDOW_S's ~4 %
 WALL_RATIO_FLOOR = 0.5           # claimed time below this fraction of the parent's → flagged
 ENERGY_FINGERPRINT_EVERY = 16    # energy windows fingerprint 1 call in 16: the hash costs energy too
 
@@ -97,6 +98,7 @@ def check_latency(m, b, reply: BenchReply, out_blobs, wall, n, order, plan) -> d
 
 
 def measure_energy(m, b, rng, k, set_fps, fp_seed, opts, cuda, sampler, order_fn) -> None:
+    """The energy batch (``energy_window.energy_estimate``) and its checks, written into ``m``."""
     order = order_fn(rng, k, 64 * k)
     phase = rng.randrange(ENERGY_FINGERPRINT_EVERY)
     replies: list[BenchReply] = []
@@ -109,34 +111,56 @@ def measure_energy(m, b, rng, k, set_fps, fp_seed, opts, cuda, sampler, order_fn
         replies.append(reply)
         return reply.n
 
-    w = energy_window(b.meter, run_calls, min_window_s=opts.min_window_s, idle_power_w=opts.idle_power_w,
-                      idle_window_s=opts.idle_window_s)
-    m.energy_window_s, m.energy_calls, m.idle_power_w = w.window_s, w.calls or None, w.idle_power_w
-    m.warnings += w.notes
-    if replies:
-        bad = sorted({order[j % len(order)] for j, fp in replies[0].fingerprints
-                      if j >= 0 and order[j % len(order)] in set_fps and set_fps[order[j % len(order)]] != fp})
-        if bad:
-            m.flags.append(f"outputs in the energy window differ from the latency phase's for the same inputs "
-                           f"(input sets {bad})")
-    if w.rejected:
-        m.energy_rejected = w.rejected
-        if "stopped early" in w.rejected:
-            m.flags.append(w.rejected)
+    baseline = opts.energy_baseline
+    if baseline is None:   # no shared baseline: this call's own idle state, read before its latency phase
+        before = m.before or {}
+        baseline = EnergyBaseline(before.get("temperature_c"), before.get("power_w"), taken=True)
+    est = energy_estimate(b.meter, run_calls, bound=opts.energy_bound, repeats=opts.energy_repeats,
+                          min_window_s=opts.min_window_s, max_window_s=opts.max_energy_window_s,
+                          idle_power_w=opts.idle_power_w, idle_window_s=opts.idle_window_s, cooldown=opts.cooldown,
+                          baseline=baseline, rng=rng)
+    ws = est.windows
+    m.energy_windows = len(ws)
+    m.energy_window_s = sum(w.window_s for w in ws if w.window_s is not None) if ws else None
+    m.energy_calls = sum(w.calls for w in ws) or None
+    m.idle_power_w, m.idle_power_uncertainty_w = est.idle_power_w, est.idle_power_uncertainty_w
+    m.energy_update_period_s, m.energy_update_period_source = est.update_period_s, est.update_period_source
+    m.energy_quantisation_bound = est.quantisation_rel
+    m.energy_phases_s = [w.phase_s for w in ws]
+    m.cooldown_s, m.cooldown_reached = est.cooldown_s, est.cooldown_reached
+    m.warnings += est.notes
+    bad = sorted({order[j % len(order)] for r in replies for j, fp in r.fingerprints
+                  if j >= 0 and order[j % len(order)] in set_fps and set_fps[order[j % len(order)]] != fp})
+    if bad:
+        m.flags.append(f"outputs in the energy window differ from the latency phase's for the same inputs "
+                       f"(input sets {bad})")
+    if est.rejected:
+        m.energy_rejected = est.rejected
+        if "stopped early" in est.rejected:
+            m.flags.append(est.rejected)
         return
-    m.energy_j_per_call, m.dynamic_energy_j_per_call, m.avg_power_w = w.j_per_call, w.dynamic_j_per_call, w.avg_power_w
-    powers = [x.power_w for x in sampler.between(w.t_start, w.t_end) if x.power_w is not None] if sampler else []
+    m.energy_j_per_call, m.dynamic_energy_j_per_call = est.j_per_call, est.dynamic_j_per_call
+    m.energy_uncertainty_j, m.dynamic_energy_uncertainty_j = est.uncertainty_j, est.dynamic_uncertainty_j
+    m.energy_repeats_j = list(est.repeats_j)
+    m.energy_error = {"quantisation_j": est.quantisation_j, "repeat_j": est.repeat_j, "idle_j": est.idle_j,
+                      "combined": "root-sum-square of ≈95 % half-widths"}
+    m.avg_power_w = sum(w.avg_power_w * w.window_s for w in ws) / m.energy_window_s
+    powers = [x.power_w for w in ws for x in (sampler.between(w.t_start, w.t_end) if sampler else [])
+              if x.power_w is not None]
     if powers:
         m.sampled_power_w = statistics.fmean(powers)
         if m.avg_power_w and not 0.7 <= m.sampled_power_w / m.avg_power_w <= 1.3:
             m.warnings.append(f"sampled power ({m.sampled_power_w:.1f} W) and the energy counter "
                               f"({m.avg_power_w:.1f} W) disagree by more than 30%")
-    if m.median_s and w.window_s and w.calls and w.window_s / w.calls < 0.5 * m.median_s:
-        m.warnings.append(f"the energy window's calls took {w.window_s / w.calls:.3g} s each, under half the latency "
+    per_call_s = m.energy_window_s / m.energy_calls
+    if m.median_s and per_call_s < 0.5 * m.median_s:
+        m.warnings.append(f"the energy window's calls took {per_call_s:.3g} s each, under half the latency "
                           f"median ({m.median_s:.3g} s): is the call count over-reported?")
-    if w.window_s is not None and w.window_s < RECOMMENDED_GPU_WINDOW_S and not (b.meter and b.meter.simulated):
-        m.warnings.append(f"energy window of {w.window_s:.2f} s: {RECOMMENDED_GPU_WINDOW_S:g} s or more is recommended "
-                          "(counter quantisation is about 2·T_update/T_window)")
+    asked = opts.energy_bound if opts.energy_bound is not None else QUANTISATION_WARN_ABOVE
+    if est.quantisation_rel is not None and est.quantisation_rel > asked * 1.001 and not (b.meter and b.meter.simulated):
+        m.warnings.append(f"energy windows of {est.window_s:.2f} s bound the counter's quantisation only to "
+                          f"{est.quantisation_rel:.1%} (2·T_update/T_window at {est.update_period_s * 1e3:.0f} ms "
+                          "updates)")
 
 
 def judge_speed(m, tgt, call, reference_latency_s, peak_flops, peak_bytes_per_s) -> None:

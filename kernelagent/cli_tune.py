@@ -20,7 +20,16 @@ def register(app: typer.Typer) -> None:
         dtype: List[str] = typer.Option([], "--dtype", help="fp32, fp16 or bf16 (repeatable; default: the op's dtypes)."),
         trials: int = typer.Option(24, "--trials", help="Measurements per op × dtype × shape bucket."),
         measure: Optional[str] = typer.Option(None, "--measure", help="gpu | model | replay:FILE (default: gpu if present, else model)."),
-        policy: str = typer.Option("latency", "--policy", help="latency | energy | balanced."),
+        policy: str = typer.Option("latency", "--policy", help="latency | energy | balanced (energy policies "
+                                   "leave the fastest config only for a saving beyond the measured uncertainty)."),
+        energy_bound: Optional[float] = typer.Option(None, "--energy-bound", help="With --measure gpu and an energy "
+                                                     "policy: the counter-quantisation bound each energy window must "
+                                                     "meet (a fraction; default 0.02: ~10 s windows at a 100 ms "
+                                                     "counter update period, 3 windows per trial)."),
+        energy_cooldown: Optional[float] = typer.Option(None, "--energy-cooldown", help="With --measure gpu and an "
+                                                        "energy policy: the longest wait, in seconds, for the GPU to "
+                                                        "return to its idle temperature before each trial's energy "
+                                                        "windows (default 60; 0: no wait)."),
         storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite under ~/.cache/kernelagent; postgresql://… to share a study across machines)."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the sampler and verification."),
         library: Optional[Path] = typer.Option(None, "--library", help="Library folder to write (default: the user library that kernelagent.kernels reads: $KERNELAGENT_LIBRARY, else ~/.cache/kernelagent/library)."),
@@ -28,6 +37,10 @@ def register(app: typer.Typer) -> None:
         max_cases: Optional[int] = typer.Option(None, "--max-cases", help="Tune only the first N shape buckets of each op (quick runs)."),
         no_write: bool = typer.Option(False, "--no-write", help="Tune and verify, but do not write the library."),
         min_predicted_gain: Optional[float] = typer.Option(None, "--min-predicted-gain", help="model backend: write a predicted entry only when it predicts at least this gain over the default (a fraction; default: the model's assumed uncertainty, 0.15)."),
+        system: Optional[str] = typer.Option(None, "--system", help="With --measure gpu: also tune system "
+                                             "settings, `clocks` (SM application clock) and/or `power-limit`, "
+                                             "comma-separated. Set through NVML only with permission (else exit 3), "
+                                             "always restored."),
         replay: Optional[Path] = typer.Option(None, "--replay", help="Run the search alone over a recorded space (Kernel Tuner cache or recording)."),
         module: Optional[str] = typer.Option(None, "--module", help="Tune a user module's TUNING_SPACE on this GPU (kernelagent library add; measured only)."),
         variant: Optional[str] = typer.Option(None, "--variant", help="Tune only this kernel variant of each op (default: every variant: kernel.py, kernels/<op>/variants/*.py, <library>/<op>/variants/*.py)."),
@@ -124,7 +137,8 @@ def register(app: typer.Typer) -> None:
                                policy=policy, storage=storage, seed=seed, library_dir=library,
                                verify_examples=examples, write=not no_write, max_cases=max_cases, progress=progress,
                                notice=lambda m: console.print(f"[yellow]note:[/] {m}"),
-                               min_predicted_gain=min_predicted_gain, variant=variant)
+                               min_predicted_gain=min_predicted_gain, variant=variant, energy_bound=energy_bound,
+                               energy_cooldown_s=energy_cooldown, system=system)
         if json_out:
             rows = [r.to_json() for r in results]
             typer.echo(json.dumps(rows if generated is None else {"results": rows, "generated": generated},

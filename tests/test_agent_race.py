@@ -19,10 +19,10 @@ from kernelagent.agent.race import compare, describe_result, describe_target
 
 REPO = Path(__file__).resolve().parents[1]
 SOFTMAX = (REPO / "kernels" / "softmax" / "kernel.py").read_text()
-DEFAULT_LINE = '    return {"BLOCK_N": block, "num_warps": 4 if block <= 2048 else 8 if block <= 4096 else 16}'
+DEFAULT_LINE = '    return {"BLOCK_N": block, "num_warps": 4 if block <= 2048 else 8 if block <= 4096 else 16,'
 assert DEFAULT_LINE in SOFTMAX
 # Correct, but loops over 4096 columns in tiles of 128 with one warp: predicted far slower.
-SLOW_SOFTMAX = SOFTMAX.replace(DEFAULT_LINE, '    return {"BLOCK_N": 128, "num_warps": 1}')
+SLOW_SOFTMAX = SOFTMAX.replace(DEFAULT_LINE, '    return {"BLOCK_N": 128, "num_warps": 1,')
 
 SETUP = {"op": "softmax", "sku": "h100-sxm", "sku_name": "NVIDIA H100", "shape": "(4096, 4096) bf16",
          "backend": "model", "margin": 0.15, "roofline_us": 20.0, "pytorch_us": None,

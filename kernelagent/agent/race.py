@@ -146,7 +146,9 @@ class Racer:
         from ..harness.measure import MeasureError, measure
 
         try:
-            m = measure(op, source, call, config=config, dtype=dtype, timeout=self.timeout, candidate_name=name)
+            # The race ranks by latency: no energy windows (seconds each on a GPU).
+            m = measure(op, source, call, config=config, dtype=dtype, timeout=self.timeout, candidate_name=name,
+                        energy=False)
         except MeasureError as e:
             raise ValueError(f"{e.reason}: {e.detail}"[:300]) from None
         if m.flags:

@@ -23,6 +23,10 @@ def write_result(res, task, sku, backend: str, policy: str, versions: dict, *, w
 
         gain = RELATIVE_UNCERTAINTY if min_predicted_gain is None else float(min_predicted_gain)
         evidence_extra["uncertainty_rel"] = gain
+    if getattr(res, "system_config", None):
+        evidence_extra["system_config"] = dict(res.system_config)   # measured at these settings, not set by dispatch
+    if res.energy_uncertainty_uj is not None:
+        evidence_extra["energy_uncertainty_uj"] = res.energy_uncertainty_uj   # ≈95 % half-width
     unclear = backend == "model" and res.verified and not predicted_win_is_clear(
         {"speedup_vs_default": res.speedup_vs_default, **evidence_extra})
     if unclear and write:

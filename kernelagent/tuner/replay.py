@@ -16,9 +16,11 @@ Two file formats, plain or gzipped JSON:
        "device": "NVIDIA H100 80GB HBM3", "versions": {"triton": "3.9.0", "torch": "…"},
        "params": [{"name": "BLOCK_N", "values": [1024, 2048]}, …],
        "measurements": [{"config": {…}, "latency_us": 12.5, "energy_uj": 830.0,
-                         "feasible": true, "reason": null}, …]}
+                         "energy_uncertainty_uj": 21.0, "feasible": true, "reason": null}, …]}
 
   ``params`` may be left out (the values seen in ``measurements`` are used, sorted).
+  ``energy_uncertainty_uj`` (the energy's stated ≈95 % half-width) may be left out or null:
+  recordings made before it existed load with no uncertainty (taken as 0 by the policies).
 
 Both become a :class:`RecordedSpace`. A config not in the recording is infeasible (reason
 ``"not recorded"``); the search sees the recorded key set as the space's a-priori constraint,
@@ -54,6 +56,7 @@ class ReplayMeasurement:
     feasible: bool
     reason: str | None = None
     backend: str = "replay"
+    energy_uncertainty_j: float | None = None
 
 
 @dataclass
@@ -123,10 +126,10 @@ class ReplayBackend:
         self.measured.append(dict(config))
         return self.space.lookup(config)
 
-    def objective(self, config: Mapping[str, Any]) -> tuple[float | None, float | None, str | None]:
-        """The search's ``measure`` callable: (latency_s | None, energy_j | None, reason)."""
+    def objective(self, config: Mapping[str, Any]) -> tuple[float | None, float | None, str | None, float | None]:
+        """The search's ``measure`` callable: (latency_s | None, energy_j | None, reason, energy_uncertainty_j)."""
         m = self.measure(config)
-        return m.latency_s, m.energy_j, m.reason
+        return m.latency_s, m.energy_j, m.reason, m.energy_uncertainty_j
 
 
 # ------------------------------------------------------------------------------------------
@@ -216,8 +219,14 @@ def _from_recording(doc: dict, path: Path) -> RecordedSpace:
             raise BadInput(f"replay file {path}: measurement {i} is feasible but 'latency_us' is {lat!r}")
         if e is not None and not _number(e):
             raise BadInput(f"replay file {path}: measurement {i}: 'energy_uj' must be a number or null, got {e!r}")
+        u = m.get("energy_uncertainty_uj")   # absent in recordings made before it existed
+        if u is not None and not (_number(u) and u >= 0):
+            raise BadInput(f"replay file {path}: measurement {i}: 'energy_uncertainty_uj' must be a non-negative "
+                           f"number or null, got {u!r}")
+        has_e = feasible and e is not None
         entries_raw.append((m["config"], float(lat) * 1e-6 if feasible else None,
-                            float(e) * 1e-6 if feasible and e is not None else None, feasible, m.get("reason")))
+                            float(e) * 1e-6 if has_e else None, feasible, m.get("reason"),
+                            float(u) * 1e-6 if has_e and u is not None else None))
     if isinstance(doc.get("params"), list):
         try:
             params = {p["name"]: list(p["values"]) for p in doc["params"]}
@@ -227,10 +236,11 @@ def _from_recording(doc: dict, path: Path) -> RecordedSpace:
         names = list(entries_raw[0][0]) if entries_raw else []
         params = {n: sorted({c[n] for c, *_ in entries_raw}) for n in names}
     entries = {}
-    for c, lat, e, ok, why in entries_raw:
+    for c, lat, e, ok, why, u in entries_raw:
         if set(c) != set(params):
             raise BadInput(f"replay file {path}: config {c} does not name exactly the parameters {list(params)}")
-        entries[tuple(c[n] for n in params)] = ReplayMeasurement(dict(c), lat, e, ok, None if ok else (why or "failed"))
+        entries[tuple(c[n] for n in params)] = ReplayMeasurement(dict(c), lat, e, ok, None if ok else (why or "failed"),
+                                                                 energy_uncertainty_j=u)
     meta = {k: doc.get(k) for k in ("op", "sku", "dtype", "bucket", "device", "versions")}
     return RecordedSpace(str(path), "kernelagent", params, entries, meta)
 
@@ -257,16 +267,20 @@ class Recording:
         self.measurements: list[dict] = []
 
     def add(self, config: Mapping[str, Any], latency_s: float | None, energy_j: float | None = None,
-            reason: str | None = None) -> None:
+            reason: str | None = None, energy_uncertainty_j: float | None = None) -> None:
         ok = latency_s is not None
+        has_e = ok and energy_j is not None
         self.measurements.append({"config": dict(config), "latency_us": latency_s * 1e6 if ok else None,
-                                  "energy_uj": energy_j * 1e6 if ok and energy_j is not None else None,
+                                  "energy_uj": energy_j * 1e6 if has_e else None,
+                                  "energy_uncertainty_uj": energy_uncertainty_j * 1e6
+                                  if has_e and energy_uncertainty_j is not None else None,
                                   "feasible": ok, "reason": None if ok else (reason or "failed")})
 
     def wrap(self, measure):
         def recorded(config):
             out = tuple(measure(config))
-            self.add(config, out[0], out[1] if len(out) > 1 else None, out[2] if len(out) > 2 else None)
+            self.add(config, out[0], out[1] if len(out) > 1 else None, out[2] if len(out) > 2 else None,
+                     out[3] if len(out) > 3 else None)
             return out
         return recorded
 

@@ -1,13 +1,19 @@
 """What a search returns: measurement points, the selection policies and the Pareto front.
 
 A trial's measurement lives in its user attrs (prefix ``_A``); ``_point`` reads one back as a
-``{"config", "latency_s", "energy_j", "feasible", "reason", "trial"}`` point.
+``{"config", "latency_s", "energy_j", "energy_uncertainty_j", "feasible", "reason", "trial"}``
+point (``energy_uncertainty_j``: the ≈95 % half-width the measurement stated; None for a
+prediction or an older recording, taken as 0).
 
 Energy. The study minimises latency; energy is recorded per trial. The ``policy`` picks the
 answer among the measured configs: ``latency`` (fastest), ``energy`` (least joules among
 configs within 1.05× the best latency), ``balanced`` (least latency × energy, the
-energy-delay product). The Pareto front of (latency, energy) is returned with the result.
-Re-exported by ``search.py``.
+energy-delay product). Neither energy policy trades the fastest config away for a saving it
+cannot see: a config is preferred to the fastest only when its saving exceeds the combined
+uncertainty of the two figures compared (√(U₁² + U₂²)), and among the configs that pass, one
+whose figure is within that uncertainty of the least is as good as it, so the fastest of them
+wins. The Pareto front of (latency, energy) is returned with the result. Re-exported by
+``search.py``.
 """
 
 from __future__ import annotations
@@ -75,13 +81,38 @@ def select(points: Sequence[Mapping[str, Any]], policy: str) -> tuple[dict | Non
         near = [p for p in with_e if p["latency_s"] <= ENERGY_LATENCY_SLACK * fastest["latency_s"]]
         if not near:
             return dict(fastest), f"policy 'energy': no config within {ENERGY_LATENCY_SLACK}× the best latency has an energy; chose by latency"
-        return dict(min(near, key=lambda p: (p["energy_j"], p["latency_s"]))), ""
-    return dict(min(with_e, key=lambda p: (p["latency_s"] * p["energy_j"], p["latency_s"]))), ""
+        return _clear_choice(near, lambda p: p["energy_j"], lambda p: p.get("energy_uncertainty_j") or 0.0, "energy")
+    return _clear_choice(with_e, lambda p: p["latency_s"] * p["energy_j"],
+                         lambda p: p["latency_s"] * (p.get("energy_uncertainty_j") or 0.0), "balanced")
+
+
+def _clear_choice(points: list, value, uncertainty, policy: str) -> tuple[dict, str]:
+    """The least ``value`` among ``points``, but leaving the fastest only for a clear saving.
+
+    Clear: the fastest's value minus the other's exceeds √(U_fastest² + U_other²). Among the
+    clear candidates (the fastest included), those not clearly worse than the least are tied
+    with it, and the fastest of those is chosen."""
+    ref = min(points, key=lambda p: p["latency_s"])
+
+    def clearly_below(a, b) -> bool:   # a's value is below b's by more than their combined uncertainty
+        return value(b) - value(a) > math.hypot(uncertainty(a), uncertainty(b))
+
+    clear = [p for p in points if p is ref or clearly_below(p, ref)]
+    least = min(clear, key=lambda p: (value(p), p["latency_s"]))
+    chosen = min((p for p in clear if not clearly_below(least, p)), key=lambda p: (p["latency_s"], value(p)))
+    hidden = [p for p in points if value(p) < value(chosen) and p not in clear]
+    note = ""
+    if hidden:
+        what = "energy" if policy == "energy" else "latency × energy"
+        note = (f"policy {policy!r}: {len(hidden)} config(s) measured lower {what} than the one chosen, but by less "
+                "than the combined uncertainty of the two figures; kept the faster")
+    return dict(chosen), note
 
 
 def _point(t) -> dict:
     u = t.user_attrs
     return {"config": u[_A + "config"], "latency_s": u.get(_A + "latency_s"), "energy_j": u.get(_A + "energy_j"),
+            "energy_uncertainty_j": u.get(_A + "energy_uncertainty_j"),
             "feasible": u.get(_A + "feasible", False), "reason": u.get(_A + "reason"), "trial": t.number}
 
 

@@ -1,8 +1,9 @@
 """The search: one Optuna study per (op × SKU × dtype × shape bucket) over ordered launch parameters.
 
 The search knows nothing about GPUs. It is given a :class:`SearchSpace` and a callable
-``measure(config) -> (latency_s | None, energy_j | None[, reason])`` (``None`` latency means the
-config failed: compile error, out of resources, wrong answer) and spends a budget of
+``measure(config) -> (latency_s | None, energy_j | None[, reason[, energy_uncertainty_j]])``
+(``None`` latency means the config failed: compile error, out of resources, wrong answer;
+``energy_uncertainty_j`` is the energy's stated ≈95 % half-width) and spends a budget of
 *measurements*.
 
 Counting rule. The budget counts distinct configurations handed to ``measure``, failed ones
@@ -217,19 +218,23 @@ class _Search:
             p = _point(owner)
             trial.set_user_attr(_A + "duplicate_of", owner.number)
             return self._finish(trial, p["latency_s"], p["energy_j"], p["feasible"], p["reason"], measured=False,
-                                status="duplicate")
+                                status="duplicate", energy_uncertainty=p.get("energy_uncertainty_j"))
         trial.set_user_attr(_A + "status", "measuring")
         out = tuple(self.measure(dict(config)))
         lat, energy = out[0], out[1] if len(out) > 1 else None
         why = out[2] if len(out) > 2 else None
+        unc = out[3] if len(out) > 3 else None   # the energy's stated uncertainty (J), when the backend gives one
         ok = lat is not None and math.isfinite(float(lat))
-        return self._finish(trial, float(lat) if ok else None, float(energy) if ok and energy is not None else None,
-                            ok, None if ok else (why or "measurement failed"), measured=True, status="measured")
+        has_e = ok and energy is not None
+        return self._finish(trial, float(lat) if ok else None, float(energy) if has_e else None,
+                            ok, None if ok else (why or "measurement failed"), measured=True, status="measured",
+                            energy_uncertainty=float(unc) if has_e and unc is not None else None)
 
-    def _finish(self, trial, lat, energy, feasible, reason, *, measured: bool, status: str) -> float:
+    def _finish(self, trial, lat, energy, feasible, reason, *, measured: bool, status: str,
+                energy_uncertainty: float | None = None) -> float:
         """Record the outcome on the trial; the value Optuna is told."""
-        for k, v in (("latency_s", lat), ("energy_j", energy), ("feasible", feasible), ("reason", reason),
-                     ("measured", measured), ("status", status)):
+        for k, v in (("latency_s", lat), ("energy_j", energy), ("energy_uncertainty_j", energy_uncertainty),
+                     ("feasible", feasible), ("reason", reason), ("measured", measured), ("status", status)):
             trial.set_user_attr(_A + k, v)
         if _has_set_constraint():
             trial.set_constraint("feasible", 0.0 if feasible else 1.0)

@@ -16,7 +16,8 @@ re-verifications). Warm start: the op's default config and the best config of th
 in the library. Before anything is written, each variant's top configs are re-verified by the
 harness (in its sandbox, on this machine: natively on a GPU, through Triton's interpreter
 otherwise) in order; the fastest verified variant wins, and its speedup is against the
-baseline a library call runs without an entry (kernel.py, default config, same backend). It is
+baseline a library call runs without an entry (kernel.py with its default config, or the
+architecture's default variant; same backend). It is
 recorded as a ``LibraryEntry`` naming the variant, with evidence and provenance
 (``record.write_result`` → ``library.record_entry``: atomic, locked, predicted never replaces
 measured).
@@ -70,6 +71,7 @@ class TuneResult:
     best_config: dict | None = None
     latency_us: float | None = None
     energy_uj: float | None = None
+    energy_uncertainty_uj: float | None = None   # ≈95 % half-width the measurement stated (None: not stated)
     default_latency_us: float | None = None
     speedup_vs_default: float | None = None
     verified: bool = False
@@ -83,6 +85,7 @@ class TuneResult:
     variant_origin: str = "shipped"
     variants: list = field(default_factory=list)   # every variant tried: verified, latency, config, note
     shortfall: str | None = None          # a search measured fewer configs than asked while feasible ones remained
+    system_config: dict | None = None     # --system: the SM clock / power limit the winner was measured at
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -150,9 +153,13 @@ def _nearest_warm_start(op: str, sku, dtype: str, bucket: dict, library_dir, var
 
 
 def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, seed: int | None,
-               energy: bool, session=None, source_path=None, capture=None) -> Callable[[Mapping[str, Any]], tuple]:
-    """measure(config) -> (latency_s | None, energy_j | None, reason). ``capture``: the sandbox
-    the model backend captures and compiles a non-shipped variant in (see harness/predict.py)."""
+               energy: bool, session=None, source_path=None, capture=None,
+               energy_options: Mapping[str, Any] | None = None) -> Callable[[Mapping[str, Any]], tuple]:
+    """measure(config) -> (latency_s | None, energy_j | None, reason[, energy_uncertainty_j]).
+    ``capture``: the sandbox the model backend captures and compiles a non-shipped variant in (see
+    harness/predict.py). ``energy_options``: MeasureOptions for the gpu backend's energy batch
+    (``energy_bound``, ``energy_baseline``: one baseline shared by every trial, so each trial's
+    cooldown returns to the same idle state)."""
     if backend == "model":
         from . import model
 
@@ -178,12 +185,12 @@ def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, se
         # references computed once; only the config changes between trials.
         try:
             m = measure(task.op, session.source, call, config=dict(config), dtype=task.dtype, seed=seed,
-                        energy=energy, meter="auto" if energy else None, session=session)
+                        energy=energy, meter="auto" if energy else None, session=session, **(energy_options or {}))
         except MeasureError as e:
             return None, None, f"{e.reason}: {e.detail}"[:300]
         if m.flags:
             return None, None, "untrusted measurement: " + "; ".join(m.flags)[:300]
-        return m.median_s, m.energy_j_per_call, None
+        return m.median_s, m.energy_j_per_call, None, m.energy_uncertainty_j
 
     return on_gpu
 
@@ -195,12 +202,20 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
          cases: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
          accept: Callable[[TuneResult], bool] | None = None, progress: Callable[[str, int, int], None] | None = None,
          notice: Callable[[str], None] | None = None, min_predicted_gain: float | None = None,
-         variant: str | None = None) -> list[TuneResult]:
+         variant: str | None = None, energy_bound: float | None = None, energy_cooldown_s: float | None = None,
+         system: str | Sequence[str] | None = None, system_nvml=None) -> list[TuneResult]:
     """Tune and (with ``write``) record verified winners. ``variant``: tune only that variant of
     each op (default: every variant, ``kernels/_variants.py``; the fastest verified one is
     recorded). ``min_predicted_gain``: with the model backend, the predicted gain over the
     default (kernel.py, default config) below which nothing is written (default: the model's
-    own relative uncertainty, ``model.RELATIVE_UNCERTAINTY``)."""
+    own relative uncertainty, ``model.RELATIVE_UNCERTAINTY``). ``energy_bound``: with the gpu
+    backend and an energy policy, the counter-quantisation bound each energy window must meet
+    (a fraction; default ``harness.energy_window.DEFAULT_QUANTISATION_BOUND``, 2 %);
+    ``energy_cooldown_s``: the longest wait for the idle baseline before each energy batch
+    (default ``Cooldown.max_wait_s``, 60 s; 0: no cooldown). ``system``: ``"clocks,power-limit"`` (or a subset) adds the SM clock and the power limit to
+    the searched dimensions, set through NVML and always restored (``tuner/system.py``); gpu
+    backend only; without permission an EnvironmentProblem (exit 3) before anything is measured.
+    ``system_nvml``: the NVML module to use (tests inject a simulated one)."""
     import torch
 
     from ..kernels import get_opspec
@@ -215,9 +230,18 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
         raise BadInput("--trials must be at least 1")
     if min_predicted_gain is not None and not 0 <= float(min_predicted_gain) < 10:
         raise BadInput(f"--min-predicted-gain must be in [0, 10) (a fraction: 0.15 = 15 %); got {min_predicted_gain}")
+    if energy_bound is not None and not 0 < float(energy_bound) < 1:
+        raise BadInput(f"--energy-bound must be in (0, 1) (a fraction: 0.02 = 2 %); got {energy_bound}")
+    if energy_cooldown_s is not None and not 0 <= float(energy_cooldown_s) <= 3600:
+        raise BadInput(f"--energy-cooldown must be 0..3600 seconds; got {energy_cooldown_s}")
+    from .system import SystemControl, parse_dimensions
+
+    dims = parse_dimensions(system)
     sku = get_sku(sku_id)
     cuda = torch.cuda.is_available()
     backend, replay_path, msg = parse_backend(measure, cuda=cuda)
+    if dims and backend != "gpu":
+        raise BadInput("--system sets this machine's GPU clocks / power limit while measuring: it needs --measure gpu")
     if msg and notice:
         notice(msg)
     if backend == "gpu":
@@ -237,32 +261,45 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
         f"{sku.name} (predicted: spec sheet + static compile for {sku.arch})" if backend == "model"
         else f"replay of {replay_path.name}")
     versions = _versions(device)
+    energy_options = _energy_options(energy_bound, energy_cooldown_s) if backend == "gpu" and policy != "latency" \
+        else None
     results = []
-    for task in tasks:
-        spec = get_opspec(task.op)
-        # Real tensors only for backends that run or compile the kernel; replay needs none.
-        call = spec.build(Case(params=task.case_params, dtype=task.dtype, seed=0)) if backend != "replay" else None
-        default = spec.default_config(_meta_shape_key(spec, task))
-        tried = []
-        for v in _variants_for(task.op, variant, backend, library_dir):
-            tried.append(_tune_variant(task, v, spec, call, sku, default, backend=backend, replay_path=replay_path,
-                                       seed=seed, policy=policy, trials=trials, storage=storage,
-                                       verify_examples=verify_examples, library_dir=library_dir, progress=progress))
-        res = _choose(tried)
-        res.shortfall = "; ".join(f"{t.variant}: {t.shortfall}" for t in tried if t.shortfall) or None
-        # The baseline is what dispatch runs without an entry (kernel.py, default config), by the
-        # same backend: measured in kernel.py's own search when it ran, else once on its own.
-        baseline = next((t.default_latency_us for t in tried if t.variant == "kernel" and t.default_latency_us), None)
-        if baseline is None and backend != "replay":
-            baseline = _baseline_us(backend, task, spec, call, sku, default, seed)
-        res.default_latency_us = baseline
-        res.variants = [{"variant": t.variant, "verified": t.verified, "latency_us": t.latency_us,
-                         "config": t.best_config, "note": t.note} for t in tried]
-        if res.verified and res.default_latency_us and res.latency_us:
-            res.speedup_vs_default = res.default_latency_us / res.latency_us
-        write_result(res, task, sku, backend, policy, versions, write=write, accept=accept,
-                     library_dir=library_dir, min_predicted_gain=min_predicted_gain)
-        results.append(res)
+    with (SystemControl(dims, nvml=system_nvml) if dims else contextlib.nullcontext()) as control:
+        start_system = control.current() if control else {}
+        for task in tasks:
+            spec = get_opspec(task.op)
+            # Real tensors only for backends that run or compile the kernel; replay needs none.
+            call = spec.build(Case(params=task.case_params, dtype=task.dtype, seed=0)) if backend != "replay" else None
+            default = spec.default_config(_meta_shape_key(spec, task))
+            tried = []
+            for v in _variants_for(task.op, variant, backend, library_dir):
+                tried.append(_tune_variant(task, v, spec, call, sku, default, backend=backend, replay_path=replay_path,
+                                           seed=seed, policy=policy, trials=trials, storage=storage,
+                                           verify_examples=verify_examples, library_dir=library_dir, progress=progress,
+                                           energy_options=energy_options, control=control,
+                                           start_system=start_system))
+            res = _choose(tried)
+            res.shortfall = "; ".join(f"{t.variant}: {t.shortfall}" for t in tried if t.shortfall) or None
+            # The baseline is what dispatch runs without an entry, by the same backend: kernel.py with
+            # its default config (measured in kernel.py's own search when it ran, else once on its
+            # own), or on an architecture with a default variant (OPSPEC.arch_variants) that variant
+            # with its own default config.
+            arch_variant = spec.arch_variants.get(sku.arch) if backend != "replay" else None
+            baseline = None if arch_variant else next(
+                (t.default_latency_us for t in tried if t.variant == "kernel" and t.default_latency_us), None)
+            if baseline is None and backend != "replay":
+                if control:
+                    control.apply(start_system)   # the baseline runs at the board's own settings
+                baseline = _baseline_us(backend, task, spec, call, sku, {} if arch_variant else default, seed,
+                                        variant=arch_variant)
+            res.default_latency_us = baseline
+            res.variants = [{"variant": t.variant, "verified": t.verified, "latency_us": t.latency_us,
+                             "config": t.best_config, "note": t.note} for t in tried]
+            if res.verified and res.default_latency_us and res.latency_us:
+                res.speedup_vs_default = res.default_latency_us / res.latency_us
+            write_result(res, task, sku, backend, policy, versions, write=write, accept=accept,
+                         library_dir=library_dir, min_predicted_gain=min_predicted_gain)
+            results.append(res)
     return results
 
 
@@ -292,16 +329,44 @@ def _space_for(v, spec, task):
                                          task.case_params)
 
 
+def _energy_options(energy_bound: float | None, cooldown_s: float | None = None) -> dict:
+    """The gpu backend's energy batch for every trial of a run: the stated quantisation bound,
+    the default repeats, the cooldown (its longest wait ``cooldown_s``; 0: none), and one idle
+    baseline for them all."""
+    from ..harness.energy_window import DEFAULT_QUANTISATION_BOUND, Cooldown, EnergyBaseline
+
+    out = {"energy_bound": DEFAULT_QUANTISATION_BOUND if energy_bound is None else float(energy_bound),
+           "energy_baseline": EnergyBaseline()}
+    if cooldown_s is not None:
+        out["cooldown"] = Cooldown(max_wait_s=float(cooldown_s)) if cooldown_s > 0 else None
+    return out
+
+
 def _tune_variant(task: TuneTask, v, spec, call, sku, default: dict, *, backend, replay_path, seed, policy, trials,
-                  storage, verify_examples, library_dir, progress) -> TuneResult:
-    """Search one variant's space, then re-verify its best configs in the same candidate session."""
+                  storage, verify_examples, library_dir, progress, energy_options=None, control=None,
+                  start_system=None) -> TuneResult:
+    """Search one variant's space, then re-verify its best configs in the same candidate session.
+    ``control``: a SystemControl whose dimensions join the space (set before each measurement)."""
     from ..harness.predict import SandboxedCapture
     from ..harness.session import CandidateSession
     from ..harness.verify import verify
     from .search import run_search, study_name_for
 
+    from .system import split_config
+
     space = _space_for(v, spec, task)
+    if backend == "replay":
+        # A recording is searched over what it recorded: a parameter it lacks (one added to the
+        # kernel since) keeps the launcher's default instead of being searched blind.
+        from .replay import ReplayBackend
+
+        recorded = ReplayBackend.from_file(replay_path).space.search_space()
+        if {p.name for p in recorded.params} < {p.name for p in space.params}:
+            space = recorded
     fits = all(p.name in default and default[p.name] in p.values for p in space.params)
+    if control is not None:
+        space = _with_system(space, control, start_system or {})
+        default = {**default, **(start_system or {})}
     warm = _nearest_warm_start(task.op, sku, task.dtype, task.bucket, library_dir, v.name)
     source = v.path.read_text(encoding="utf-8")
     label = task.label if v.name == "kernel" else f"{task.label} variant {v.name}"
@@ -312,11 +377,14 @@ def _tune_variant(task: TuneTask, v, spec, call, sku, default: dict, *, backend,
         capture = stack.enter_context(SandboxedCapture(source, task.op, filename=v.path.name)) \
             if backend == "model" and v.origin != "shipped" else None
         objective = _objective(backend, task, spec, call, sku, replay_path, seed=seed, energy=policy != "latency",
-                               session=session, source_path=v.path, capture=capture)
+                               session=session, source_path=v.path, capture=capture, energy_options=energy_options)
         done = [0]
 
         def counted(config):
-            out = objective(config)
+            kernel_config, system_config = split_config(config)
+            if control is not None:
+                control.apply(system_config)
+            out = objective(kernel_config)
             done[0] += 1
             if progress:
                 progress(label, done[0], trials)
@@ -346,17 +414,33 @@ def _tune_variant(task: TuneTask, v, spec, call, sku, default: dict, *, backend,
         # The same cases for every config re-verified (their references are computed once).
         verify_seed = seed if seed is not None else secrets.randbits(32)
         for config in candidates[:REVERIFY_TOP]:
-            verdict = verify(task.op, source, config=dict(config), examples=verify_examples, seed=verify_seed,
+            kernel_config, system_config = split_config(config)
+            verdict = verify(task.op, source, config=kernel_config, examples=verify_examples, seed=verify_seed,
                              session=session)
             if verdict.verified:
                 m = next(m for m in sr.measurements if m["config"] == config)
-                res.best_config, res.verified = dict(config), True
+                res.best_config, res.verified = kernel_config, True
+                res.system_config = system_config or None
                 res.latency_us = m["latency_s"] * 1e6
                 res.energy_uj = None if m.get("energy_j") is None else m["energy_j"] * 1e6
+                u = m.get("energy_uncertainty_j")
+                res.energy_uncertainty_uj = None if u is None or res.energy_uj is None else u * 1e6
                 res.verify_detail = f"{verdict.trials} examples on {verdict.device}: {verdict.detail}"
                 break
             res.verify_detail += f"config {config} rejected by the harness: {verdict.reason}: {verdict.detail[:200]}\n"
     return res
+
+
+def _with_system(space, control, start: Mapping[str, Any]):
+    """The kernel's space plus the system dimensions, the board's starting values among them
+    (the kernel's constraint sees only its own keys)."""
+    from .search import OrderedParam, SearchSpace
+    from .system import split_config
+
+    extra = tuple(OrderedParam(n, tuple(sorted(set(vals) | ({start[n]} if n in start else set()))))
+                  for n, vals in control.space_values().items())
+    check = space.constraint
+    return SearchSpace(space.params + extra, (lambda c: check(split_config(c)[0])) if check else None)
 
 
 def _choose(tried: list[TuneResult]) -> TuneResult:
@@ -365,15 +449,18 @@ def _choose(tried: list[TuneResult]) -> TuneResult:
     return min(verified, key=lambda t: t.latency_us) if verified else tried[0]
 
 
-def _baseline_us(backend: str, task: TuneTask, spec, call, sku, default: dict, seed) -> float | None:
-    """kernel.py with the default config, by ``backend``: what a library call runs without an entry."""
+def _baseline_us(backend: str, task: TuneTask, spec, call, sku, default: dict, seed,
+                 variant: str | None = None) -> float | None:
+    """kernel.py (or the shipped ``variant``) with the default config, by ``backend``: what a
+    library call runs without an entry."""
     from ..harness.session import CandidateSession
-    from ..kernels import kernel_path
+    from ..kernels import _variants
 
-    source = kernel_path(task.op).read_text(encoding="utf-8")
-    with CandidateSession(task.op, source, candidate_name="kernel.py") as session:
+    path = _variants.get_variant(task.op, variant).path
+    source = path.read_text(encoding="utf-8")
+    with CandidateSession(task.op, source, candidate_name=path.name) as session:
         objective = _objective(backend, task, spec, call, sku, None, seed=seed, energy=False, session=session,
-                               source_path=kernel_path(task.op))
+                               source_path=path)
         latency = objective(default)[0]
     return None if latency is None else latency * 1e6
 
