@@ -22,6 +22,9 @@ type); ``dispatch_failures()`` counts such failures per op, and ``KERNELAGENT_ST
 the call raise ``KernelDispatchError`` instead. A kernel that does not apply (an unsupported
 dtype or device, an input its launcher declines) is not a failure: see ``_failures``.
 
+``graphed(op, *example_args)`` captures a small, static call into a CUDA graph that replays it
+without the Python launch overhead (``_graphs``).
+
 The name of each op is also the name of its folder (``kernels/softmax/``). The attribute is the
 function: ``import kernelagent.kernels.softmax.spec`` still works through ``sys.modules``, but
 ``kernelagent.kernels.softmax`` is the callable.
@@ -33,15 +36,16 @@ import sys
 import types
 
 from ._failures import KernelDispatchError, KernelDispatchFailure, KernelFallbackWarning, dispatch_failures
+from ._graphs import GraphedCall, graphed
 from ._interpreter import prepare_interpreter
 from ._modules import UnknownModuleError, load_module, module_names
 from .registry import UnknownOpError, get_opspec, kernel_path, op_names
 
 prepare_interpreter()
 
-__all__ = ["KernelDispatchError", "KernelDispatchFailure", "KernelFallbackWarning", "UnknownModuleError",
-           "UnknownOpError", "dispatch_failures", "get_opspec", "kernel_path", "load_module", "module_names",
-           "op_names"]
+__all__ = ["GraphedCall", "KernelDispatchError", "KernelDispatchFailure", "KernelFallbackWarning",
+           "UnknownModuleError", "UnknownOpError", "dispatch_failures", "get_opspec", "graphed", "kernel_path",
+           "load_module", "module_names", "op_names"]
 __all__ += op_names()
 
 

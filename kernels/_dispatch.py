@@ -70,6 +70,7 @@ _opspecs: dict[str, OpSpec] = {}
 _kernels: dict = {}   # op, or (op, variant, sha256) → (entry, interpreted)
 _signatures: dict[str, inspect.Signature] = {}
 _decisions: dict[tuple, Decision] = {}
+_bound: dict[tuple, tuple] = {}   # signature → (entry, config) of a kernel call that ran cleanly
 _MAX_DECISIONS = 4096
 _announced: set = set()
 _warned: set = set()
@@ -258,7 +259,24 @@ def dispatch(op: str, args: tuple, kwargs: dict) -> Any:
     code: the reference runs, as for an unsupported dtype) or failing (anything else, or a tuned
     config that raises where the default runs): see ``_failures`` for how failures are reported,
     counted, and raised under ``KERNELAGENT_STRICT=1``.
+
+    Hot path: once a signature's kernel ran without a failure, its entry function and config
+    are kept bound to the signature (``_bound``), so the next call with the same shapes, dtypes
+    and options goes straight to the launcher: no decision, entry or config lookup. Anything
+    that raises there takes the full path below, which reports it.
     """
+    key = _signature_key(op, args, kwargs)
+    bound = _bound.get(key) if key is not None else None
+    if bound is not None:
+        entry, config = bound
+        try:
+            return entry(*args, **kwargs, config=dict(config))
+        except Exception:  # noqa: BLE001 - the full path runs it again and judges the failure
+            _bound.pop(key, None)
+    return _dispatch(op, args, kwargs, key)
+
+
+def _dispatch(op: str, args: tuple, kwargs: dict, key: tuple | None) -> Any:
     decision = decide(op, args, kwargs)
     reference = opspec(op).reference
     if not decision.use_kernel:
@@ -284,9 +302,15 @@ def dispatch(op: str, args: tuple, kwargs: dict) -> Any:
         return reference(*args, **kwargs)
     where = _entry_file(entry)
     try:
-        return entry(*args, **kwargs, config=dict(resolution.config))
+        out = entry(*args, **kwargs, config=dict(resolution.config))
     except Exception as e:
         failure = e
+    else:
+        if key is not None and not (decision.device_type == "cpu" and not interpreted):
+            if len(_bound) >= _MAX_DECISIONS:
+                _bound.clear()
+            _bound[key] = (entry, dict(resolution.config))
+        return out
     if resolution.tier != "default" or resolution.variant != _variants.DEFAULT_VARIANT:
         # A tuned config, or an architecture's default variant, failed: kernel.py's default next.
         tuned, tuned_failure, tuned_where = resolution, failure, where
@@ -331,5 +355,6 @@ def clear_caches() -> None:
         _announced.clear()
         _warned.clear()
         _decisions.clear()
+        _bound.clear()
     _failures.reset()
     _configs.clear_caches()
