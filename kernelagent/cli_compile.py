@@ -68,12 +68,16 @@ def static_report(op: str, sku_id: str, *, dtype: str | None = None, config: dic
     if dtype not in dtypes:
         raise BadInput(f"{op} does not take dtype {dtype!r}; it takes {', '.join(dtypes)}")
     params = dict(case) if case is not None else dict(spec.bench_cases[0])
-    # No --variant: what the library runs on this architecture without an entry.
+    # No --variant: what the library runs on this architecture without an entry (a persistent
+    # grid sized to the SKU's SMs, as dispatch does).
+    arch_default = variant is None and spec.arch_variants.get(sku.arch)
     variant = variant or spec.arch_variants.get(sku.arch)
     try:
         v = _variants.get_variant(op, variant)
     except _variants.UnknownVariantError as e:
         raise BadInput(str(e)) from None
+    if arch_default and config is None and "NUM_PROGRAMS" in (v.tuning_space or {}) and sku.sm_count:
+        config = {"NUM_PROGRAMS": int(sku.sm_count)}
     try:
         with torch.device("meta"):   # shapes only: nothing runs
             call = spec.build(Case(params=params, dtype=dtype, seed=0))

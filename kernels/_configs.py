@@ -384,7 +384,14 @@ def default_resolution(op: str, shape_key: Mapping[str, Any], identity: _device.
     spec = get_opspec(op)
     variant = spec.arch_variants.get(arch_of(identity)) if arch_default else None
     if variant is not None:
-        return Resolution({}, "default", f"variants/{variant}.py default_config ({arch_of(identity)} default)",
+        # A persistent grid's size is the device's SM count where the SKU file knows it (the
+        # variant's own default assumes an H100 SXM's 132; an H100 PCIe has 114).
+        config = {}
+        space = _variants.get_variant(op, variant).tuning_space or {}
+        sku = _device.match_sku(identity.name, identity.compute_capability, strict=False)
+        if "NUM_PROGRAMS" in space and sku and isinstance(sku.get("sm_count"), int) and sku["sm_count"] > 0:
+            config["NUM_PROGRAMS"] = sku["sm_count"]
+        return Resolution(config, "default", f"variants/{variant}.py default_config ({arch_of(identity)} default)",
                           variant=variant)
     return Resolution(dict(spec.default_config(dict(shape_key))), "default", "OPSPEC.default_config")
 

@@ -181,6 +181,10 @@ def test_on_hopper_without_an_entry_matmul_runs_its_tma_variant(strict):
         out = K.matmul(a, b)
     assert d.resolution.variant == "tma_persistent" and d.resolution.tier == "default"
     assert "tma_persistent" in d.reason and "sm_90" in d.reason
+    assert d.resolution.config == {"NUM_PROGRAMS": 132}          # H100 SXM: one program per SM
+    _dispatch.clear_caches()
+    with _device.override_device("NVIDIA H100 PCIe", (9, 0)):
+        assert _dispatch.decide("matmul", (a, b), {}).resolution.config == {"NUM_PROGRAMS": 114}
     _dispatch.clear_caches()
     with _device.override_device("NVIDIA A100-SXM4-80GB", (8, 0)):
         assert _dispatch.decide("matmul", (a, b), {}).resolution.variant == "kernel"

@@ -290,8 +290,11 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
             if baseline is None and backend != "replay":
                 if control:
                     control.apply(start_system)   # the baseline runs at the board's own settings
-                baseline = _baseline_us(backend, task, spec, call, sku, {} if arch_variant else default, seed,
-                                        variant=arch_variant)
+                # The arch default's persistent grid is one program per SM, as dispatch sizes it.
+                arch_config = {"NUM_PROGRAMS": int(sku.sm_count)} if arch_variant and "NUM_PROGRAMS" in (
+                    _variant_space(task.op, arch_variant)) else {}
+                baseline = _baseline_us(backend, task, spec, call, sku, arch_config if arch_variant else default,
+                                        seed, variant=arch_variant)
             res.default_latency_us = baseline
             res.variants = [{"variant": t.variant, "verified": t.verified, "latency_us": t.latency_us,
                              "config": t.best_config, "note": t.note} for t in tried]
@@ -301,6 +304,12 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
                          library_dir=library_dir, min_predicted_gain=min_predicted_gain)
             results.append(res)
     return results
+
+
+def _variant_space(op: str, name: str) -> dict:
+    from ..kernels import _variants
+
+    return _variants.get_variant(op, name).tuning_space or {}
 
 
 def _variants_for(op: str, name: str | None, backend: str, library_dir) -> list:
