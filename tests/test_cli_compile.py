@@ -30,6 +30,15 @@ def test_on_sm90_the_default_matmul_and_attention_use_wgmma_and_tma_without_spil
 
 
 @pytest.mark.slow
+def test_attention_128x128_tiles_fit_sm90_without_spills():
+    p = run("attention", "--sku", "h100", "--json", "--config",
+            '{"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2}')
+    assert p.returncode == 0, p.stderr[-2000:]
+    (launch,) = json.loads(p.stdout)["launches"]
+    assert launch["fits"] and launch["report"]["spill_bytes"] == 0 and launch["report"]["tma"]
+
+
+@pytest.mark.slow
 def test_a_too_big_tile_does_not_fit_and_an_ampere_build_has_no_tma():
     big = run("matmul", "--sku", "h100", "--config",
               '{"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 128, "num_warps": 8, "num_stages": 4}')
