@@ -491,8 +491,10 @@ def _libdevice_symbols() -> dict[str, str]:
 
     from triton.language.extra.cuda import libdevice
 
+    from ._parse import parse
+
     table = {}
-    for node in ast.parse(inspect.getsource(libdevice)).body:
+    for node in parse(inspect.getsource(libdevice)).body:
         if isinstance(node, ast.FunctionDef):
             for c in ast.walk(node):
                 if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value.startswith("__nv_"):

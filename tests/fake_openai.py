@@ -162,7 +162,7 @@ def softmax_sources() -> dict[str, str]:
     return {
         "good": good,
         "syntax": edit("def softmax(x", "def softmax(:x"),
-        "wrong": edit("y = num / tl.sum(num, axis=0)", "y = num / (tl.sum(num, axis=0) * 1.01)  # WRONG"),
+        "wrong": edit("y = num / tl.sum(num, axis=1)[:, None]", "y = num / (tl.sum(num, axis=1)[:, None] * 1.01)  # WRONG"),
         "try_fallback": edit("    if x.dim() == 0:", "    try:\n        pass\n    except Exception:\n"
                              "        return torch.softmax(x, dim=-1)\n    if x.dim() == 0:"),
         "torch_compute": edit("    if x.dim() == 0:", "    return torch.softmax(x, dim=-1)  # TORCH\n    if x.dim() == 0:"),
