@@ -1,7 +1,7 @@
 """``kernelagent nightly``: re-verify and re-measure the tuned library, gate regressions, write a report.
 
-Exit codes: 0 healthy; 1 a failed verification, a broken or stale entry, or a regression (each
-named on stderr and in the report); 2 bad input (unknown op, bad --measure file); 3 environment (--gpu or --retune with no GPU or no
+Exit codes: 0 healthy; 1 a failed verification, a broken or stale entry, a regression, or a
+``--retune`` whose search fell short of its trials (each named on stderr and in the report); 2 bad input (unknown op, bad --measure file); 3 environment (--gpu or --retune with no GPU or no
 NVML). ``--json`` prints
 ``results.json`` on stdout; progress goes to stderr. See docs/NIGHTLY.md.
 """
@@ -86,5 +86,7 @@ def nightly_command(
         typer.echo(f"REGRESSION {r['name']}: {r['detail'][:300]}", err=True)
     s = doc["summary"]
     typer.echo(f"nightly {doc['status']}: {s['items']} item(s), {s['verified']} verified, {s['failed']} failed, "
-               f"{s['regressions']} regression(s); report: {doc['files']['report']}", err=True)
+               f"{s['regressions']} regression(s)"
+               + (f", {s['retune_shortfalls']} re-tune shortfall(s)" if s.get("retune_shortfalls") else "")
+               + f"; report: {doc['files']['report']}", err=True)
     raise typer.Exit(doc["exit_code"])

@@ -37,10 +37,15 @@ def register(app: typer.Typer) -> None:
         max_cases: Optional[int] = typer.Option(None, "--max-cases", help="Tune only the first N shape buckets of each op (quick runs)."),
         no_write: bool = typer.Option(False, "--no-write", help="Tune and verify, but do not write the library."),
         min_predicted_gain: Optional[float] = typer.Option(None, "--min-predicted-gain", help="model backend: write a predicted entry only when it predicts at least this gain over the default (a fraction; default: the model's assumed uncertainty, 0.15)."),
-        system: Optional[str] = typer.Option(None, "--system", help="With --measure gpu: also tune system "
-                                             "settings, `clocks` (SM application clock) and/or `power-limit`, "
-                                             "comma-separated. Set through NVML only with permission (else exit 3), "
-                                             "always restored."),
+        system: Optional[str] = typer.Option(None, "--system", help="Also tune system settings, `clocks` (SM "
+                                             "application clock) and/or `power-limit`, comma-separated. --measure "
+                                             "gpu: set through NVML only with permission (else exit 3), always "
+                                             "restored. --measure model: predicted from the spec sheet on an "
+                                             "assumed grid (50-100 % of the boost clock / of the power limit), "
+                                             "nothing set."),
+        report: Optional[Path] = typer.Option(None, "--report", help="Also write an HTML report to this file: the "
+                                              "latency/energy front of each tuned bucket, the chosen point marked, "
+                                              "measured vs predicted."),
         replay: Optional[Path] = typer.Option(None, "--replay", help="Run the search alone over a recorded space (Kernel Tuner cache or recording)."),
         module: Optional[str] = typer.Option(None, "--module", help="Tune a user module's TUNING_SPACE on this GPU (kernelagent library add; measured only)."),
         variant: Optional[str] = typer.Option(None, "--variant", help="Tune only this kernel variant of each op (default: every variant: kernel.py, kernels/<op>/variants/*.py, <library>/<op>/variants/*.py)."),
@@ -59,6 +64,9 @@ def register(app: typer.Typer) -> None:
                                                "(default ./kernelagent-out/tune-SKU/OP)."),
     ) -> None:
         """Produce verified, tuned kernel configs for a GPU SKU and write them into the library."""
+        if report is not None and (replay is not None or module is not None):
+            raise BadInput("--report plots the fronts of `tune --sku … --op …`; it does not combine with --replay "
+                           "or --module")
         if replay is not None:
             from .tuner.replay import describe_replay_result, run_replay_search
 
@@ -139,6 +147,10 @@ def register(app: typer.Typer) -> None:
                                notice=lambda m: console.print(f"[yellow]note:[/] {m}"),
                                min_predicted_gain=min_predicted_gain, variant=variant, energy_bound=energy_bound,
                                energy_cooldown_s=energy_cooldown, system=system)
+        if report is not None:
+            from .tuner.report import write_report
+
+            typer.echo(f"report: {write_report(results, report)}", err=True)
         if json_out:
             rows = [r.to_json() for r in results]
             typer.echo(json.dumps(rows if generated is None else {"results": rows, "generated": generated},

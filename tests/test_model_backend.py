@@ -49,6 +49,7 @@ def cache_dir(tmp_path_factory):
         jobs += [("matmul", matmul_call(2048), c, 90) for c in (MM_BIG, MM_MID, MM_TINY)]
         jobs += [("matmul", matmul_call(512), c, 90) for c in (MM_BIG, MM_MID)]
         jobs += [("matmul", matmul_call(2048), c, 80) for c in (MM_DEEP, MM_BIG)]
+        jobs += [("matmul", matmul_call(4096), MM_BIG, 90)]
     reqs = []
     for op, call, cfg, arch in jobs:
         src = kernel_path(op)
@@ -157,3 +158,71 @@ def test_matmul_shared_memory_over_the_sku_limit_is_infeasible(cache_dir):
     assert not e.feasible and "smem_per_block_bytes" in e.reason and e.latency_s == math.inf
     ranked = model.rank("matmul", matmul_call(2048), [MM_DEEP, MM_BIG], a100, cache_dir=cache_dir)
     assert ranked[0][0] == MM_BIG and ranked[-1][0] == MM_DEEP
+
+
+# ---------------------------------------------------------------------------------------------
+# The SM clock and the power limit (what `tune --measure model --system clocks,power-limit` predicts)
+
+def at_clock(op, call, config, sku, cache_dir, fraction=None, power_limit_w=None):
+    system = {}
+    if fraction is not None:
+        system["sm_clock_mhz"] = round(sku.boost_clock_mhz * fraction)
+    if power_limit_w is not None:
+        system["power_limit_w"] = power_limit_w
+    return model.estimate(op, call, config, sku, cache_dir=cache_dir, system=system or None)
+
+
+def test_memory_bound_softmax_loses_little_time_at_a_lower_sm_clock_and_saves_energy(cache_dir):
+    h100 = get_sku("h100")
+    spec = get_opspec("softmax")
+    call = softmax_call()                                   # its first bench case, 4096 x 4096
+    assert spec.bench_cases[0] == {"batch": 0, "rows": 4096, "cols": 4096}
+    full = at_clock("softmax", call, GOOD, h100, cache_dir)
+    low = at_clock("softmax", call, GOOD, h100, cache_dir, fraction=0.7)
+    assert full.breakdown["bound"] == low.breakdown["bound"] == "memory"
+    assert low.breakdown["sm_clock_mhz_effective"] == pytest.approx(0.7 * h100.boost_clock_mhz, abs=1)
+    assert low.latency_s < 1.10 * full.latency_s and low.latency_s >= full.latency_s
+    assert low.energy_j < 0.95 * full.energy_j
+    assert low.predicted and "predicted" in low.to_json()["conditions"] and "1386 MHz" in low.to_json()["conditions"]
+    # no system part is the boost clock and the spec sheet's limit
+    boost = at_clock("softmax", call, GOOD, h100, cache_dir, fraction=1.0)
+    assert boost.latency_s == full.latency_s and boost.energy_j == full.energy_j
+
+
+@pytest.mark.skipif(not HAS_MATMUL, reason="matmul op not in the library yet")
+def test_compute_bound_matmul_slows_as_one_over_the_clock(cache_dir):
+    h100 = get_sku("h100")
+    call = matmul_call(4096)
+    full = at_clock("matmul", call, MM_BIG, h100, cache_dir)
+    assert full.breakdown["bound"] == "compute"
+    for f in (0.8, 0.7, 0.5):
+        low = at_clock("matmul", call, MM_BIG, h100, cache_dir, fraction=f)
+        assert low.latency_s / full.latency_s == pytest.approx(1 / f, rel=0.03)
+        assert low.breakdown["power_w"] < full.breakdown["power_w"]
+
+
+@pytest.mark.skipif(not HAS_MATMUL, reason="matmul op not in the library yet")
+def test_a_power_limit_below_the_draw_lowers_the_clock(cache_dir):
+    h100 = get_sku("h100")
+    call = matmul_call(4096)
+    free = at_clock("matmul", call, MM_BIG, h100, cache_dir)
+    assert not free.breakdown["power_capped"] and free.breakdown["power_w"] <= h100.power_limit_w
+    limit = 0.6 * free.breakdown["power_w"]
+    capped = at_clock("matmul", call, MM_BIG, h100, cache_dir, power_limit_w=limit)
+    b = capped.breakdown
+    assert b["power_capped"] and b["power_w"] == pytest.approx(limit, rel=1e-3)
+    assert b["sm_clock_mhz_effective"] < h100.boost_clock_mhz and capped.latency_s > 1.2 * free.latency_s
+    assert "power-capped" in capped.to_json()["conditions"]
+    # a limit above the draw changes nothing
+    roomy = at_clock("matmul", call, MM_BIG, h100, cache_dir, power_limit_w=h100.power_limit_w)
+    assert roomy.latency_s == free.latency_s
+
+
+def test_system_settings_outside_the_model_are_refused():
+    h100 = get_sku("h100")
+    with pytest.raises(ValueError, match="unknown system settings"):
+        model._system_point(h100, {"mem_clock_mhz": 1000})
+    with pytest.raises(ValueError, match="below the model's range"):
+        model._system_point(h100, {"sm_clock_mhz": 100})
+    r, limit, warnings = model._system_point(h100, {"sm_clock_mhz": 2500, "power_limit_w": 500})
+    assert r == 1.0 and limit == 500 and "above the spec sheet's boost clock" in warnings[0]

@@ -260,6 +260,56 @@ def test_retune_writes_only_a_verified_and_faster_result():
     assert no_case["status"] == "skipped" and len(calls) == 3
 
 
+def test_a_retune_shortfall_fails_the_night_and_is_named_in_the_report(tmp_path):
+    """What `kernelagent tune` does with a search that fell short (exit 1), the nightly does too."""
+    from types import SimpleNamespace
+
+    from kernelagent.nightly.environment import environment
+    from kernelagent.nightly.report import write_reports
+    from kernelagent.nightly.run import NightlyOptions, _results, retune_item
+    from kernelagent.tuner.tune import TuneResult
+
+    why = "measured 3 of the 32 configs asked: the sampler stopped proposing new configs; 40 feasible configs were left unmeasured"
+
+    def short_tune(**kw):
+        res = TuneResult(op="softmax", sku="h100-sxm", dtype="bf16", bucket={"cols": 4096}, backend="gpu",
+                         measured=True, policy="latency", sampler="tpe+local", trials_used=3, study="s",
+                         best_config={"BLOCK_N": 2048, "num_warps": 8}, latency_us=15.0, verified=True,
+                         shortfall=why)
+        if kw["accept"](res):
+            res.library_action = "replaced"
+        return [res]
+
+    item = SimpleNamespace(op="softmax", sku="h100-sxm", dtype="bf16", name="softmax/h100-sxm bf16 cols=4096",
+                           evidence={"case": {"batch": 0, "rows": 4096, "cols": 4096}})
+    opts = NightlyOptions(out=tmp_path / "out")
+    retune = retune_item(item, {"latency_us": [20.0, 21.0, 19.0]}, opts, 1, lambda m: None, tune_fn=short_tune)
+    assert retune["status"] == "updated" and retune["shortfall"] == why
+
+    def row(name, status, retune):
+        return {"name": name, "op": "softmax", "kind": "entry", "file": "softmax/configs/h100-sxm.json",
+                "sku": "h100-sxm", "dtype": "bf16", "bucket": {"cols": 4096}, "config": CONFIG, "evidence": None,
+                "status": status, "retune": retune, "verification": {"verified": True}, "measurement": None,
+                "failure": {"reason": "regression", "detail": "latency: 25 % slower"} if status == "regression" else None}
+
+    env = environment("cpu", "none", None)
+    doc = _results([row(item.name, "regression", retune)], env, opts, "2026-01-01T00:00:00+00:00", 1.0, 1, ["softmax"])
+    assert doc["exit_code"] == 1 and doc["summary"]["retune_shortfalls"] == 1
+    (f,) = doc["failures"]
+    assert f["name"] == item.name and f["reason"] == "retune-shortfall" and why in f["detail"]
+    # a shortfall alone (no failed item, no regression left) still fails the night
+    alone = _results([row(item.name, "ok", retune)], env, opts, "2026-01-01T00:00:00+00:00", 1.0, 1, ["softmax"])
+    assert alone["exit_code"] == 1 and alone["status"] == "failed"
+    clean = _results([row(item.name, "ok", {**retune, "shortfall": None})], env, opts, "2026-01-01T00:00:00+00:00",
+                     1.0, 1, ["softmax"])
+    assert clean["exit_code"] == 0 and clean["failures"] == [] and clean["summary"]["retune_shortfalls"] == 0
+    doc["run_id"] = 1
+    paths = write_reports(doc, tmp_path / "out", None)
+    html, summary = paths["report"].read_text(), paths["summary"].read_text()
+    assert "retune-shortfall" in html and "re-tune SHORTFALL" in html
+    assert "retune-shortfall" in summary
+
+
 # ---------------------------------------------------------------------------------------------
 # The HTML report in a real browser
 

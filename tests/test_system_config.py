@@ -212,10 +212,32 @@ def test_system_dimensions_join_the_search_space_and_stay_out_of_the_kernel_conf
         assert space.check({"BLOCK": 128, "sm_clock_mhz": 1755, "power_limit_w": 650}) is None  # kernel keys only
 
 
-def test_system_needs_the_gpu_backend():
+def test_system_is_refused_for_a_replay_and_unknown_dimensions_are_named(tmp_path):
     from kernelagent.tuner.tune import tune
 
-    with pytest.raises(BadInput, match="needs --measure gpu"):
-        tune(sku_id="h100", ops=["softmax"], measure="model", system="clocks")
+    rec = tmp_path / "rec.json"
+    rec.write_text("{}")
+    with pytest.raises(BadInput, match="a replay has only what it recorded"):
+        tune(sku_id="h100", ops=["softmax"], measure=f"replay:{rec}", system="clocks")
     with pytest.raises(BadInput, match="unknown --system"):
         tune(sku_id="h100", ops=["softmax"], measure="model", system="voltage")
+
+
+def test_the_model_backend_predicts_system_settings_from_the_spec_sheet_without_nvml():
+    from kernelagent.sku import get_sku
+    from kernelagent.tuner.search import SearchSpace
+    from kernelagent.tuner.system import PredictedSystem
+    from kernelagent.tuner.tune import _with_system
+
+    h100 = get_sku("h100")                      # 1980 MHz boost, 700 W
+    with PredictedSystem(("clocks", "power-limit"), h100) as c:
+        values = c.space_values()
+        assert values["sm_clock_mhz"] == [990, 1185, 1380, 1590, 1785, 1980]   # 50-100 %, 15 MHz steps
+        assert values["power_limit_w"] == [350, 438, 525, 612, 700]
+        assert c.current() == {"sm_clock_mhz": 1980, "power_limit_w": 700}
+        c.apply({"sm_clock_mhz": 990})          # nothing to set: a prediction
+        assert "nothing is set on any GPU" in c.assumptions() and "assumed grid" in c.assumptions()
+        space = _with_system(SearchSpace.from_values({"BLOCK": [64]}), c, c.current())
+        assert [p.name for p in space.params] == ["BLOCK", "sm_clock_mhz", "power_limit_w"]
+    b200 = PredictedSystem(("clocks",), get_sku("b200"))   # no boost clock on its spec sheet
+    assert "assumed clock" in b200.assumptions() and b200.current()["sm_clock_mhz"] == 1500

@@ -1,4 +1,4 @@
-"""Charts for the nightly report, as SVG element lists rendered by the report's jinja2 template.
+"""Charts for the nightly report (and ``kernelagent tune --report``), as SVG element lists rendered by jinja2.
 
 No plotting dependency: each chart is computed here as positioned elements (a tag, its
 attributes, optional text and tooltip), and ``templates/report.html.j2`` writes them out as
@@ -85,18 +85,33 @@ def _text(x, y, s, size=11, anchor="start", cls="label", **kw) -> Element:
                             "style": FONT, **kw}, s)
 
 
-def _axis_y(els: list, ticks: Sequence[float], ys: _Scale, x0: float, x1: float, unit: str = "") -> None:
+def _axis_y(els: list, ticks: Sequence[float], ys: _Scale, x0: float, x1: float, unit: str = "",
+            label=fmt) -> None:
     for t in ticks:
         y = ys(t)
         els.append(Element("line", {"x1": x0, "x2": x1, "y1": y, "y2": y, "stroke": "#e0e0e0", "class": "grid"}))
-        els.append(_text(x0 - 6, y + 4, fmt(t) + unit, size=10, anchor="end", cls="tick"))
+        els.append(_text(x0 - 6, y + 4, label(t) + unit, size=10, anchor="end", cls="tick"))
 
 
-def _axis_x(els: list, ticks: Sequence[float], xs: _Scale, y0: float, y1: float, unit: str = "") -> None:
+def _axis_x(els: list, ticks: Sequence[float], xs: _Scale, y0: float, y1: float, unit: str = "",
+            label=fmt) -> None:
     for t in ticks:
         x = xs(t)
         els.append(Element("line", {"x1": x, "x2": x, "y1": y0, "y2": y1, "stroke": "#e0e0e0", "class": "grid"}))
-        els.append(_text(x, y1 + 14, fmt(t) + unit, size=10, anchor="middle", cls="tick"))
+        els.append(_text(x, y1 + 14, label(t) + unit, size=10, anchor="middle", cls="tick"))
+
+
+def covering_ticks(lo: float, hi: float, n: int = 4) -> tuple[list[float], Any]:
+    """``nice_ticks`` extended until they cover [lo, hi], and a label function with as many
+    decimals as the step needs (a narrow range of large values keeps its digits apart)."""
+    ticks = nice_ticks(lo, hi, n)
+    step = ticks[1] - ticks[0] if len(ticks) > 1 else 1.0
+    while ticks[-1] < hi and len(ticks) < 60:
+        ticks.append(round(ticks[-1] + step, 12))
+    while ticks[0] > lo and len(ticks) < 60:
+        ticks.insert(0, round(ticks[0] - step, 12))
+    decimals = max(0, -math.floor(math.log10(step))) if step > 0 else 0
+    return ticks, (lambda v: f"{v:.{decimals}f}" if abs(v) < 1e6 else fmt(v))
 
 
 def bar_chart(chart_id: str, title: str, bars: Sequence[dict], *, reference: float | None, unit: str,
@@ -242,4 +257,94 @@ def history_ratio_chart(runs: Sequence[dict], series: dict[str, list[dict]], min
         chart.elements.append(Element("rect", {"x": chart.width - right + 10, "y": y_leg, "width": 10, "height": 10,
                                                "fill": colour, "class": "legend"}))
         chart.elements.append(_text(chart.width - right + 24, y_leg + 9, name[:42], size=10))
+    return chart
+
+
+CHOSEN_COLOUR = "#c62828"
+
+
+def _unit(values: Sequence[float], units: Sequence[tuple[str, float]]) -> tuple[str, float]:
+    """The largest unit (name, factor from the base unit) that keeps the largest value ≥ 1."""
+    top = max((abs(v) for v in values), default=0.0)
+    for name, factor in reversed(units):
+        if top >= factor:
+            return name, factor
+    return units[0]
+
+
+def pareto_chart(chart_id: str, title: str, points: Sequence[dict], *, empty: str, caption: str = "") -> Chart:
+    """Latency (x) against energy per call (y) for one tuned bucket: the front, each point's
+    energy uncertainty, measured (filled) vs predicted (hollow, dashed) and the chosen point
+    (a red ring). Each point: {latency_us, energy_uj, energy_uncertainty_uj, measured, chosen,
+    on_front, label}; points without both figures are left out."""
+    pts = [p for p in points if p.get("latency_us") is not None and p.get("energy_uj") is not None
+           and math.isfinite(p["latency_us"]) and math.isfinite(p["energy_uj"])]
+    kinds = {bool(p.get("measured")) for p in pts}
+    what = "measured" if kinds == {True} else "predicted by the model backend" if kinds == {False} else "mixed"
+    chart = Chart(chart_id, title, 560, 330,
+                  caption=caption or f"{len(pts)} point(s), {what}; lower-left is better; bars: ≈95 % energy "
+                                     "uncertainty where stated")
+    if not pts:
+        chart.empty, chart.height = empty, 60
+        return chart
+    t_unit, t_f = _unit([p["latency_us"] for p in pts], (("µs", 1.0), ("ms", 1e3), ("s", 1e6)))
+    e_unit, e_f = _unit([p["energy_uj"] for p in pts], (("µJ", 1.0), ("mJ", 1e3), ("J", 1e6)))
+    xy = []
+    for p in pts:
+        u = (p.get("energy_uncertainty_uj") or 0.0) / e_f
+        xy.append((p["latency_us"] / t_f, p["energy_uj"] / e_f, u if math.isfinite(u) else 0.0, p))
+    left, right, top, bottom = 64, 150, 22, 280
+    xs_ = [x for x, _, _, _ in xy]
+    ys_ = [v for _, y, u, _ in xy for v in (y - u, y + u)]
+    xt, x_label = covering_ticks(min(xs_) - 0.05 * (max(xs_) - min(xs_)), max(xs_) + 0.05 * (max(xs_) - min(xs_)), 4)
+    yt, y_label = covering_ticks(min(ys_) - 0.05 * (max(ys_) - min(ys_)), max(ys_) + 0.05 * (max(ys_) - min(ys_)), 4)
+    xs, ys = _Scale(xt[0], xt[-1], left, chart.width - right), _Scale(yt[0], yt[-1], bottom, top)
+    els = chart.elements
+    _axis_y(els, yt, ys, left, chart.width - right, label=y_label)
+    _axis_x(els, xt, xs, top, bottom, label=x_label)
+    els.append(_text((left + chart.width - right) / 2, bottom + 32, f"latency per call ({t_unit})", size=10,
+                     anchor="middle", cls="axis-title"))
+    els.append(_text(14, (top + bottom) / 2, f"energy per call ({e_unit})", size=10, anchor="middle",
+                     cls="axis-title", transform=f"rotate(-90 14 {(top + bottom) / 2})"))
+    front = sorted((x, y) for x, y, _, p in xy if p.get("on_front", True))
+    if len(front) > 1:
+        els.append(Element("polyline", {"points": " ".join(f"{xs(x)},{ys(y)}" for x, y in front), "fill": "none",
+                                        "stroke": PALETTE[0], "stroke-width": 1.5, "class": "mark front"}))
+    for x, y, u, p in xy:
+        if u > 0:
+            els.append(Element("line", {"x1": xs(x), "x2": xs(x), "y1": ys(y - u), "y2": ys(y + u), "stroke": "#555",
+                                        "stroke-width": 1, "class": "uncertainty"}))
+    for x, y, u, p in xy:
+        kind = "measured" if p.get("measured") else "predicted"
+        colour = PALETTE[0] if p.get("on_front", True) else PALETTE[7]
+        tip = (f"{p.get('label', '')}: {fmt(x)} {t_unit}, {fmt(y)}" + (f" ± {fmt(u)}" if u else "")
+               + f" {e_unit} per call ({kind}" + (", chosen" if p.get("chosen") else "")
+               + ("" if p.get("on_front", True) else ", not on the front") + ")")
+        attrs = {"cx": xs(x), "cy": ys(y), "r": 5, "class": f"mark point {kind}"}
+        if kind == "measured":
+            attrs.update(fill=colour)
+        else:
+            attrs.update({"fill": "white", "stroke": colour, "stroke-width": 2, "stroke-dasharray": "2 1.5"})
+        els.append(Element("circle", attrs, tip=tip))
+        if p.get("chosen"):
+            els.append(Element("circle", {"cx": xs(x), "cy": ys(y), "r": 9.5, "fill": "none", "stroke": CHOSEN_COLOUR,
+                                          "stroke-width": 2.5, "class": "mark chosen"}, tip=tip))
+            els.append(_text(xs(x) + 12, ys(y) - 8, "chosen", size=10, cls="chosen-label", fill=CHOSEN_COLOUR))
+    lx, ly = chart.width - right + 16, top + 6
+    legend = [("measured", {"fill": PALETTE[0]}),
+              ("predicted", {"fill": "white", "stroke": PALETTE[0], "stroke-width": 2, "stroke-dasharray": "2 1.5"}),
+              ("chosen", {"fill": "none", "stroke": CHOSEN_COLOUR, "stroke-width": 2.5, "r": 7}),
+              ("not on the front", {"fill": PALETTE[7]})]
+    for k, (name, style) in enumerate(legend):
+        y = ly + 18 * k
+        els.append(Element("circle", {"cx": lx, "cy": y, "r": 5, **style, "class": f"legend legend-{name.split()[0]}"}))
+        els.append(_text(lx + 12, y + 4, name, size=10, cls="legend-label"))
+    y = ly + 18 * len(legend)
+    els.append(Element("line", {"x1": lx - 6, "x2": lx + 6, "y1": y, "y2": y, "stroke": PALETTE[0],
+                                "stroke-width": 1.5, "class": "legend legend-front"}))
+    els.append(_text(lx + 12, y + 4, "front", size=10, cls="legend-label"))
+    y += 18
+    els.append(Element("line", {"x1": lx, "x2": lx, "y1": y - 6, "y2": y + 6, "stroke": "#555",
+                                "class": "legend legend-uncertainty"}))
+    els.append(_text(lx + 12, y + 4, "± energy uncertainty", size=10, cls="legend-label"))
     return chart

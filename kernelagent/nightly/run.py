@@ -11,10 +11,16 @@ Steps (``run_nightly``):
    ``kernel.py`` source and the entry's config; one verification per distinct config).
 4. Measure what verified, and gate latency and energy against the stored evidence
    (``gate.gate``: repeated samples, a noise floor, a confidence bound, a minimum effect).
-5. Record the run in the history, write ``results.json``, ``summary.md``, ``report.html``
+5. With ``--retune``, re-tune each regressed entry (``tuner.tune``). A re-tune whose search
+   measured fewer configs than asked while feasible ones remained (``TuneResult.shortfall``)
+   is a failure of its own, as ``kernelagent tune`` treats it (exit 1): it is named in
+   ``failures`` (reason ``retune-shortfall``), counted in ``summary.retune_shortfalls`` and
+   printed on stderr.
+6. Record the run in the history, write ``results.json``, ``summary.md``, ``report.html``
    (and ``samples.json`` after a GPU measurement, which ``--measure replay:`` reads back).
 
-Exit: 0 healthy; 1 a failed item or a regression (named); 2 bad input; 3 environment.
+Exit: 0 healthy; 1 a failed item, a regression or a re-tune shortfall (named); 2 bad input;
+3 environment.
 """
 
 from __future__ import annotations
@@ -161,9 +167,9 @@ def retune_item(item, samples: dict, opts: NightlyOptions, seed: int, log: Calla
     out = {"status": "updated" if res.library_action in ("added", "replaced") else "not-updated",
            "stored_config_today_us": current_us, "new_config": res.best_config, "new_latency_us": res.latency_us,
            "verified": res.verified, "library_action": res.library_action, "trials": res.trials_used,
-           "note": res.note or res.verify_detail[:300]}
+           "shortfall": getattr(res, "shortfall", None), "note": res.note or res.verify_detail[:300]}
     log(f"  retune {item.name}: {out['status']} (today {current_us:.2f} us; new {res.latency_us} us, "
-        f"config {res.best_config})")
+        f"config {res.best_config})" + (f"; SHORTFALL: {out['shortfall']}" if out["shortfall"] else ""))
     return out
 
 
@@ -336,8 +342,11 @@ def _results(rows: list[dict], env: dict, opts: NightlyOptions, started: str, du
     failed = [r for r in rows if r["status"] == "failed"]
     regressed = [r for r in rows if r["status"] == "regression"]
     verified = [r for r in rows if (r.get("verification") or {}).get("verified")]
-    exit_code = EXIT_FAILED if failed or regressed else EXIT_HEALTHY
-    status = "failed" if failed else "regression" if regressed else "healthy"
+    # A re-tune that measured fewer configs than asked while feasible ones remained fails the run,
+    # as it fails `kernelagent tune` (exit 1), whatever it wrote.
+    short = [r for r in rows if (r.get("retune") or {}).get("shortfall")]
+    exit_code = EXIT_FAILED if failed or regressed or short else EXIT_HEALTHY
+    status = "failed" if failed else "regression" if regressed else "failed" if short else "healthy"
     items = [{k: v for k, v in r.items() if k != "_samples"} for r in rows]
     return {
         "schema": 1, "kind": "kernelagent-nightly", "status": status, "exit_code": exit_code,
@@ -353,10 +362,14 @@ def _results(rows: list[dict], env: dict, opts: NightlyOptions, started: str, du
                     "regressions": len(regressed),
                     "improvements": sum(1 for r in rows if ((r.get("measurement") or {}).get("latency") or {})
                                         .get("verdict") == gatelib.IMPROVEMENT),
-                    "measured": sum(1 for r in rows if r.get("measurement"))},
+                    "measured": sum(1 for r in rows if r.get("measurement")),
+                    "retune_shortfalls": len(short)},
         # ops with no library entry (of this SKU, in GPU mode): only their default heuristic was checked
         "ops_without_entries": [op for op in ops if not any(r["op"] == op and r["kind"] != "default" for r in rows)],
-        "failures": [{"name": r["name"], "file": r.get("file"), **r["failure"]} for r in failed],
+        "failures": [{"name": r["name"], "file": r.get("file"), **r["failure"]} for r in failed]
+        + [{"name": r["name"], "file": r.get("file"), "reason": "retune-shortfall",
+            "detail": f"re-tune SHORTFALL (the search measured fewer configs than asked while feasible ones remained; "
+                      f"its result was {r['retune'].get('status')}): {r['retune']['shortfall']}"} for r in short],
         "regressions": [{"name": r["name"], "file": r.get("file"), **r["failure"]} for r in regressed],
         "items": items,
         "out_dir": str(Path(opts.out).resolve()),

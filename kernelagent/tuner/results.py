@@ -12,7 +12,8 @@ energy-delay product). Neither energy policy trades the fastest config away for 
 cannot see: a config is preferred to the fastest only when its saving exceeds the combined
 uncertainty of the two figures compared (√(U₁² + U₂²)), and among the configs that pass, one
 whose figure is within that uncertainty of the least is as good as it, so the fastest of them
-wins. The Pareto front of (latency, energy) is returned with the result. Re-exported by
+wins. The Pareto front of (latency, energy) is returned with the result (``pareto_front``);
+``visible_front`` is the form ``kernelagent tune`` reports and plots it in. Re-exported by
 ``search.py``.
 """
 
@@ -62,6 +63,46 @@ def pareto_front(points: Sequence[Mapping[str, Any]]) -> list[dict]:
             front.append(dict(p))
             least = p["energy_j"]
     return front
+
+
+def visible_front(points: Sequence[Mapping[str, Any]], chosen: Mapping[str, Any] | None, *, measured: bool,
+                  backend: str) -> list[dict]:
+    """The (latency, energy) front of ``points`` (search points, each with its ``variant``) as a
+    tune result reports it, sorted by latency. Each point::
+
+        {"variant", "config" (the kernel's), "system_config" (SM clock / power limit, or None),
+         "latency_us", "energy_uj", "energy_uncertainty_uj" (≈95 % half-width; None: not stated),
+         "measured" (False: predicted by the model), "backend", "chosen", "on_front", "trial"}
+
+    ``chosen`` (variant, config, system_config, latency_us, energy_uj, energy_uncertainty_uj) is
+    the verified winner: its point is marked ``chosen``; when it is not on the front (a config
+    ahead of it failed re-verification, or it has no energy) it is added with ``on_front`` False,
+    as long as it has an energy figure to place it by."""
+    from .system import split_config
+
+    def key(variant, config) -> tuple:
+        return variant, tuple(sorted((k, repr(v)) for k, v in config.items()))
+
+    want = None if chosen is None else key(chosen.get("variant", "kernel"),
+                                           {**chosen["config"], **(chosen.get("system_config") or {})})
+    out = []
+    for p in pareto_front(points):
+        kernel, system = split_config(p["config"])
+        u = p.get("energy_uncertainty_j")
+        out.append({"variant": p.get("variant", "kernel"), "config": kernel, "system_config": system or None,
+                    "latency_us": p["latency_s"] * 1e6, "energy_uj": p["energy_j"] * 1e6,
+                    "energy_uncertainty_uj": None if u is None else u * 1e6, "measured": bool(measured),
+                    "backend": backend, "chosen": key(p.get("variant", "kernel"), p["config"]) == want,
+                    "on_front": True, "trial": p.get("trial")})
+    if chosen is not None and not any(p["chosen"] for p in out) and chosen.get("energy_uj") is not None \
+            and chosen.get("latency_us") is not None:
+        out.append({"variant": chosen.get("variant", "kernel"), "config": dict(chosen["config"]),
+                    "system_config": dict(chosen.get("system_config") or {}) or None,
+                    "latency_us": chosen["latency_us"], "energy_uj": chosen["energy_uj"],
+                    "energy_uncertainty_uj": chosen.get("energy_uncertainty_uj"), "measured": bool(measured),
+                    "backend": backend, "chosen": True, "on_front": False, "trial": None})
+        out.sort(key=lambda p: (p["latency_us"], p["energy_uj"]))
+    return out
 
 
 def select(points: Sequence[Mapping[str, Any]], policy: str) -> tuple[dict | None, str]:

@@ -13,6 +13,13 @@ a power cut) leaves it behind, and the next start restores the recorded state or
 cannot, says how to do so by hand.
 
 ``nvml`` is injectable (``pynvml`` by default) so the tests drive a simulated device.
+
+With the ``model`` backend (``tune --measure model --system …``) nothing is set and NVML is
+never opened: ``PredictedSystem`` offers the same dimensions from the SKU's spec sheet, and the
+model predicts each point (``tuner/model.py``). A spec sheet lists no supported clocks or power
+range, so both grids are assumptions, labelled so: SM clocks at ``PREDICTED_CLOCK_FRACTIONS`` of
+the boost clock (50 % to 100 %, on the 15 MHz steps NVIDIA boards use), power limits from
+``PREDICTED_POWER_FRACTIONS[0]`` to 100 % of the spec sheet's limit.
 """
 
 from __future__ import annotations
@@ -33,6 +40,10 @@ DIMENSIONS = {"clocks": "sm_clock_mhz", "power-limit": "power_limit_w"}
 SYSTEM_KEYS = tuple(DIMENSIONS.values())
 MAX_CLOCK_STEPS = 6
 POWER_LIMIT_STEPS = 5
+# The model backend's grids (assumed: a spec sheet gives no supported-clock list or power range).
+PREDICTED_CLOCK_FRACTIONS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+PREDICTED_POWER_FRACTIONS = (0.5, 0.625, 0.75, 0.875, 1.0)
+CLOCK_STEP_MHZ = 15
 
 
 def parse_dimensions(text: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -298,3 +309,54 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+class PredictedSystem:
+    """The ``--system`` dimensions for the ``model`` backend: grids from the SKU's spec sheet,
+    nothing set on any device (``apply`` does nothing; the model reads a trial's system part
+    from its config). Same interface as ``SystemControl`` where the tuner uses it."""
+
+    def __init__(self, dimensions: Sequence[str], sku: Any):
+        from .model import DEFAULT_CLOCK_MHZ
+
+        self.dimensions, self.sku = tuple(dimensions), sku
+        self.boost_mhz = int(sku.boost_clock_mhz or DEFAULT_CLOCK_MHZ)
+        self.notes: list[str] = []
+
+    def assumptions(self) -> str:
+        parts = []
+        if "clocks" in self.dimensions:
+            parts.append(f"SM clocks {PREDICTED_CLOCK_FRACTIONS[0] * 100:.0f}–100 % of the "
+                         f"{'boost clock' if self.sku.boost_clock_mhz else 'assumed clock'} ({self.boost_mhz} MHz)")
+        if "power-limit" in self.dimensions:
+            parts.append(f"power limits {PREDICTED_POWER_FRACTIONS[0] * 100:.0f}–100 % of {self.sku.power_limit_w:g} W")
+        return ("--system with the model backend: nothing is set on any GPU; " + " and ".join(parts)
+                + " are an assumed grid (a spec sheet lists neither), and every point is PREDICTED")
+
+    def space_values(self) -> dict[str, list]:
+        out: dict[str, list] = {}
+        if "clocks" in self.dimensions:
+            out["sm_clock_mhz"] = sorted({self.boost_mhz if f == 1.0 else
+                                          int(round(self.boost_mhz * f / CLOCK_STEP_MHZ) * CLOCK_STEP_MHZ)
+                                          for f in PREDICTED_CLOCK_FRACTIONS})
+        if "power-limit" in self.dimensions:
+            out["power_limit_w"] = sorted({round(self.sku.power_limit_w * f) for f in PREDICTED_POWER_FRACTIONS})
+        return out
+
+    def current(self) -> dict:
+        """What the model assumes without a system part: the boost clock and the spec sheet's limit."""
+        out = {}
+        if "clocks" in self.dimensions:
+            out["sm_clock_mhz"] = self.boost_mhz
+        if "power-limit" in self.dimensions:
+            out["power_limit_w"] = round(self.sku.power_limit_w)
+        return out
+
+    def apply(self, system_config: Mapping[str, Any]) -> None:
+        """Nothing to set: the prediction takes the values from the trial's config."""
+
+    def __enter__(self) -> "PredictedSystem":
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        return False

@@ -78,7 +78,7 @@ class TuneResult:
     verify_detail: str = ""
     library_action: str | None = None     # "added" | "replaced" | "kept" | None (not written)
     library_path: str | None = None
-    pareto_front: list = field(default_factory=list)
+    pareto_front: list = field(default_factory=list)   # latency/energy front, chosen marked (results.visible_front)
     note: str = ""
     variant: str = "kernel"               # the kernel file that won (see kernels/_variants.py)
     kernel_sha256: str | None = None
@@ -163,9 +163,13 @@ def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, se
     if backend == "model":
         from . import model
 
+        from .system import split_config
+
         def by_model(config):
+            kernel_config, system_config = split_config(config)   # the system part is predicted, never set
             try:
-                est = model.estimate(spec, call, dict(config), sku, source=source_path, capture=capture)
+                est = model.estimate(spec, call, kernel_config, sku, source=source_path, capture=capture,
+                                     system=system_config or None)
             except (ValueError, TypeError) as e:  # the launcher rejects this config
                 return None, None, f"{type(e).__name__}: {e}"
             if not est.feasible:
@@ -213,8 +217,10 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
     (a fraction; default ``harness.energy_window.DEFAULT_QUANTISATION_BOUND``, 2 %);
     ``energy_cooldown_s``: the longest wait for the idle baseline before each energy batch
     (default ``Cooldown.max_wait_s``, 60 s; 0: no cooldown). ``system``: ``"clocks,power-limit"`` (or a subset) adds the SM clock and the power limit to
-    the searched dimensions, set through NVML and always restored (``tuner/system.py``); gpu
-    backend only; without permission an EnvironmentProblem (exit 3) before anything is measured.
+    the searched dimensions: with the gpu backend set through NVML and always restored
+    (``tuner/system.py``; without permission an EnvironmentProblem, exit 3, before anything is
+    measured); with the model backend predicted at each point from the spec sheet, nothing set
+    (``system.PredictedSystem``, ``model``); not with replay.
     ``system_nvml``: the NVML module to use (tests inject a simulated one)."""
     import torch
 
@@ -234,14 +240,15 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
         raise BadInput(f"--energy-bound must be in (0, 1) (a fraction: 0.02 = 2 %); got {energy_bound}")
     if energy_cooldown_s is not None and not 0 <= float(energy_cooldown_s) <= 3600:
         raise BadInput(f"--energy-cooldown must be 0..3600 seconds; got {energy_cooldown_s}")
-    from .system import SystemControl, parse_dimensions
+    from .system import PredictedSystem, SystemControl, parse_dimensions
 
     dims = parse_dimensions(system)
     sku = get_sku(sku_id)
     cuda = torch.cuda.is_available()
     backend, replay_path, msg = parse_backend(measure, cuda=cuda)
-    if dims and backend != "gpu":
-        raise BadInput("--system sets this machine's GPU clocks / power limit while measuring: it needs --measure gpu")
+    if dims and backend == "replay":
+        raise BadInput("--system sets this machine's GPU clocks / power limit while measuring (--measure gpu) or "
+                       "predicts them (--measure model); a replay has only what it recorded")
     if msg and notice:
         notice(msg)
     if backend == "gpu":
@@ -264,7 +271,13 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
     energy_options = _energy_options(energy_bound, energy_cooldown_s) if backend == "gpu" and policy != "latency" \
         else None
     results = []
-    with (SystemControl(dims, nvml=system_nvml) if dims else contextlib.nullcontext()) as control:
+    if dims and backend == "model":
+        system_control = PredictedSystem(dims, sku)
+        if notice:
+            notice(system_control.assumptions())
+    else:
+        system_control = SystemControl(dims, nvml=system_nvml) if dims else contextlib.nullcontext()
+    with system_control as control:
         start_system = control.current() if control else {}
         for task in tasks:
             spec = get_opspec(task.op)
@@ -279,6 +292,7 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
                                            energy_options=energy_options, control=control,
                                            start_system=start_system))
             res = _choose(tried)
+            res.pareto_front = _visible_front(tried, res)
             res.shortfall = "; ".join(f"{t.variant}: {t.shortfall}" for t in tried if t.shortfall) or None
             # The baseline is what dispatch runs without an entry, by the same backend: kernel.py with
             # its default config (measured in kernel.py's own search when it ran, else once on its
@@ -393,7 +407,7 @@ def _tune_variant(task: TuneTask, v, spec, call, sku, default: dict, *, backend,
             kernel_config, system_config = split_config(config)
             if control is not None:
                 control.apply(system_config)
-            out = objective(kernel_config)
+            out = objective(config if backend == "model" else kernel_config)
             done[0] += 1
             if progress:
                 progress(label, done[0], trials)
@@ -405,7 +419,8 @@ def _tune_variant(task: TuneTask, v, spec, call, sku, default: dict, *, backend,
                         policy=policy, default_config=default if fits else None, warm_start=warm)
         res = TuneResult(op=task.op, sku=sku.id, dtype=task.dtype, bucket=task.bucket, backend=backend,
                          measured=backend != "model", policy=policy, sampler=sr.sampler,
-                         trials_used=sr.trials_used, study=study, pareto_front=sr.pareto_front, note=sr.note,
+                         trials_used=sr.trials_used, study=study, note=sr.note,
+                         pareto_front=[{**p, "variant": v.name} for p in sr.pareto_front],
                          shortfall=sr.shortfall, variant=v.name, kernel_sha256=v.sha256, variant_origin=v.origin)
         ranked = sorted((m for m in sr.measurements if m.get("latency_s") is not None), key=lambda m: m["latency_s"])
         if v.name == "kernel" and fits:
@@ -450,6 +465,19 @@ def _with_system(space, control, start: Mapping[str, Any]):
                   for n, vals in control.space_values().items())
     check = space.constraint
     return SearchSpace(space.params + extra, (lambda c: check(split_config(c)[0])) if check else None)
+
+
+def _visible_front(tried: list[TuneResult], chosen: TuneResult) -> list[dict]:
+    """The latency/energy front over every variant's points, the chosen one marked (``results.visible_front``)."""
+    from .results import visible_front
+
+    pick = None
+    if chosen.verified and chosen.best_config is not None:
+        pick = {"variant": chosen.variant, "config": dict(chosen.best_config),
+                "system_config": dict(chosen.system_config or {}), "latency_us": chosen.latency_us,
+                "energy_uj": chosen.energy_uj, "energy_uncertainty_uj": chosen.energy_uncertainty_uj}
+    return visible_front([p for t in tried for p in t.pareto_front], pick, measured=chosen.measured,
+                         backend=chosen.backend)
 
 
 def _choose(tried: list[TuneResult]) -> TuneResult:
