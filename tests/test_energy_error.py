@@ -378,3 +378,21 @@ def test_energy_window_alone_still_reports_its_quantisation():
     assert w.rejected is None and w.phase_s == 0.05 and w.gaps_s >= 0.05
     assert w.quantisation_j == pytest.approx(2 * 0.102 * w.avg_power_w / w.calls)
     assert abs(w.j_per_call - work.truth_j[0]) <= w.quantisation_j
+
+
+def test_the_energy_policy_also_chooses_between_variants_beyond_the_uncertainty():
+    from kernelagent.tuner.tune import TuneResult, _choose
+
+    def result(variant, latency_us, energy_uj, u_uj):
+        return TuneResult(op="softmax", sku="h100-sxm", dtype="bf16", bucket={}, backend="gpu", measured=True,
+                          policy="energy", sampler="auto", trials_used=8, study="s", variant=variant, verified=True, latency_us=latency_us,
+                          energy_uj=energy_uj, energy_uncertainty_uj=u_uj)
+
+    fast = result("kernel", 100.0, 1000.0, 10.0)
+    frugal = result("twopass", 103.0, 800.0, 10.0)         # 20 % less energy at 3 % more latency
+    assert _choose([fast, frugal], "latency") is fast
+    assert _choose([fast, frugal], "energy") is frugal
+    unsure = result("twopass", 103.0, 980.0, 30.0)         # 2 % less, inside the uncertainty
+    assert _choose([fast, unsure], "energy") is fast
+    slow = result("slow", 120.0, 500.0, 5.0)               # outside the 1.05x latency slack
+    assert _choose([fast, slow], "energy") is fast

@@ -291,7 +291,7 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
                                            verify_examples=verify_examples, library_dir=library_dir, progress=progress,
                                            energy_options=energy_options, control=control,
                                            start_system=start_system))
-            res = _choose(tried)
+            res = _choose(tried, policy)
             res.pareto_front = _visible_front(tried, res)
             res.shortfall = "; ".join(f"{t.variant}: {t.shortfall}" for t in tried if t.shortfall) or None
             # The baseline is what dispatch runs without an entry, by the same backend: kernel.py with
@@ -480,10 +480,24 @@ def _visible_front(tried: list[TuneResult], chosen: TuneResult) -> list[dict]:
                          backend=chosen.backend)
 
 
-def _choose(tried: list[TuneResult]) -> TuneResult:
-    """The verified variant with the lowest latency (ties: the earlier, i.e. kernel.py first)."""
+def _choose(tried: list[TuneResult], policy: str = "latency") -> TuneResult:
+    """The verified variant the policy picks among the variants' own winners: the lowest latency
+    (ties: the earlier, i.e. kernel.py first), or under an energy policy ``results.select``'s
+    rule across variants (a saving beyond the stated uncertainty, within the latency slack)."""
+    from .results import select
+
     verified = [t for t in tried if t.verified and t.latency_us is not None]
-    return min(verified, key=lambda t: t.latency_us) if verified else tried[0]
+    if not verified:
+        return tried[0]
+    fastest = min(verified, key=lambda t: t.latency_us)
+    if policy == "latency":
+        return fastest
+    points = [{"latency_s": t.latency_us * 1e-6, "index": i,
+               "energy_j": None if t.energy_uj is None else t.energy_uj * 1e-6,
+               "energy_uncertainty_j": None if t.energy_uncertainty_uj is None else t.energy_uncertainty_uj * 1e-6}
+              for i, t in enumerate(verified)]
+    picked, _ = select(points, policy)
+    return verified[picked["index"]] if picked is not None else fastest
 
 
 def _baseline_us(backend: str, task: TuneTask, spec, call, sku, default: dict, seed,
