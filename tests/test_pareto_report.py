@@ -182,3 +182,22 @@ def test_report_written_from_json_rows_matches_the_tune_result_shape(tmp_path):
     html = path.read_text()
     assert path.is_file() and 'class="mark chosen"' in html and "predicted" in html
     assert not os.path.exists(str(path) + ".tmp")
+
+
+def test_a_library_entry_keeps_a_small_front_and_the_nightly_report_plots_it():
+    from kernelagent.nightly.report import build_charts
+    from kernelagent.tuner.record import FRONT_POINTS, stored_front
+
+    front = [{"variant": "kernel", "config": {"BLOCK_N": 2 ** (i % 6 + 6)}, "system_config": None,
+              "latency_us": 10.0 + i, "energy_uj": 500.0 - 5 * i, "energy_uncertainty_uj": 3.0, "measured": True,
+              "chosen": i == 7, "on_front": True, "trial": i} for i in range(40)]
+    kept = stored_front(front)
+    assert len(kept) == FRONT_POINTS and sum(p["chosen"] for p in kept) == 1 and kept[0]["latency_us"] == 10.0
+    assert "trial" not in kept[0] and kept[-1]["latency_us"] == 49.0
+    doc = {"items": [{"name": "softmax bf16 cols=4096", "op": "softmax", "measurement": None,
+                      "evidence": {"pareto_front": kept}},
+                     {"name": "rms_norm bf16 cols=4096", "op": "rms_norm", "measurement": None, "evidence": {}}],
+           "environment": {"mode": "cpu"}, "gate_policy": {"latency": {"min_effect": 0.05}}}
+    charts = build_charts(doc, None)
+    (chart,) = charts["fronts"]
+    assert "softmax" in chart.title and not chart.empty

@@ -69,11 +69,19 @@ def build_charts(doc: dict, hist: History | None) -> dict[str, Any]:
             pts.append({"label": i["name"], "new": new, "stored": stored,
                         "colour": plots.PALETTE[k % len(plots.PALETTE)]})
         tradeoffs.append(plots.tradeoff_chart(f"tradeoff-{op}", op, pts))
+    # The latency/energy front each entry was tuned on (stored by `kernelagent tune`), chosen ringed.
+    fronts = []
+    for i in items:
+        front = (i.get("evidence") or {}).get("pareto_front") or []
+        if front:
+            fronts.append(plots.pareto_chart(f"front-{len(fronts)}", f"{i['name']}: the front it was tuned on",
+                                             [{**p, "label": json.dumps(p.get("config"), sort_keys=True)}
+                                              for p in front], empty="no latency/energy pairs stored"))
     runs = hist.runs(HISTORY_RUNS) if hist is not None else []
     gated = [i["name"] for i in items if ((i.get("measurement") or {}).get("latency") or {}).get("ratio")]
     series = hist.series(gated[:HISTORY_SERIES], [r["id"] for r in runs]) if hist is not None else {}
     min_effect = doc["gate_policy"]["latency"]["min_effect"]
-    return {"speedup": speed, "roofline": roof, "tradeoffs": tradeoffs,
+    return {"speedup": speed, "roofline": roof, "tradeoffs": tradeoffs, "fronts": fronts,
             "history_status": plots.history_status_chart(runs),
             "history_latency": plots.history_ratio_chart(runs, series, min_effect), "runs": runs}
 

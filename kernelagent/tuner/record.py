@@ -9,6 +9,26 @@ from __future__ import annotations
 
 import datetime as _dt
 
+FRONT_POINTS = 16   # at most this many front points are kept in a library entry
+
+
+def stored_front(front: list) -> list[dict]:
+    """The tune result's latency/energy front, small enough for a library entry: at most
+    ``FRONT_POINTS`` points spread along it (the chosen one always kept), each with its
+    latency, energy, energy uncertainty, measured flag, chosen flag, variant and configs."""
+    pts = [p for p in front if p.get("latency_us") is not None and p.get("energy_uj") is not None]
+    if len(pts) > FRONT_POINTS:
+        step = (len(pts) - 1) / (FRONT_POINTS - 1)
+        keep = {round(i * step) for i in range(FRONT_POINTS)}
+        chosen = [i for i, p in enumerate(pts) if p.get("chosen")]
+        if chosen and chosen[0] not in keep:
+            keep.discard(min(keep - {0, len(pts) - 1}, key=lambda i: abs(i - chosen[0])))
+            keep.add(chosen[0])
+        pts = [pts[i] for i in sorted(keep)]
+    fields = ("variant", "config", "system_config", "latency_us", "energy_uj", "energy_uncertainty_uj", "measured",
+              "chosen", "on_front")
+    return [{k: p.get(k) for k in fields} for p in pts]
+
 
 def write_result(res, task, sku, backend: str, policy: str, versions: dict, *, write: bool,
            accept, library_dir, min_predicted_gain) -> None:
@@ -27,6 +47,9 @@ def write_result(res, task, sku, backend: str, policy: str, versions: dict, *, w
         evidence_extra["system_config"] = dict(res.system_config)   # measured at these settings, not set by dispatch
     if res.energy_uncertainty_uj is not None:
         evidence_extra["energy_uncertainty_uj"] = res.energy_uncertainty_uj   # ≈95 % half-width
+    front = stored_front(getattr(res, "pareto_front", None) or [])
+    if front:
+        evidence_extra["pareto_front"] = front   # what the nightly report plots for this entry
     unclear = backend == "model" and res.verified and not predicted_win_is_clear(
         {"speedup_vs_default": res.speedup_vs_default, **evidence_extra})
     if unclear and write:
