@@ -22,14 +22,32 @@ Strategy (``sampler="auto"``):
   seeded order by ``LocalSearchSampler``.
 * otherwise ``tpe+local``: Optuna's TPE (``multivariate=True, group=True``, ``constant_liar``,
   10 random start-up trials; a-priori infeasible trials reported as constraint violations)
-  explores for the first ``explore_fraction`` = 30 % of the budget (warm-start configs count),
-  then a best-first local search spends the rest, around the ``local_top`` = 3 best configs
+  explores for the first ``explore_fraction`` = 30 % of the budget (warm-start configs count).
+  Budgets up to ``DESIGN_BUDGET_MAX`` = 75 start instead with a space-filling design: a Latin
+  hypercube over the free parameters' ordinal positions, each point mapped to the nearest
+  untried feasible config (``space.space_filling_design``), ``design_fraction`` = 60 % of the
+  budget and at most ``design_max`` = 12 configs, which also serve as TPE's start-up trials;
+  the exploration phase is then at least as long as the design. Then a best-first local search
+  spends the rest, around the ``local_top`` = 3 best configs
   that differ pairwise in ≥ 2 parameters (the seeds). Its proposals alternate between (a) the
   nearest unmeasured config one parameter away from a seed (one step along the ordered values
   around all seeds first, then two steps, …) and (b) among all configs one parameter away from
   a seed, the one a ridge-regressed additive model of log-latency (one-hot values, λ = 0.1)
   rates fastest: (a) refines valleys, (b) jumps over worse values in between (block sizes that
-  are multiples of a 64-wide wavefront, say).
+  are multiples of a 64-wide wavefront, say). Optional restarts (iterated local search,
+  ``stall_fraction``, off by default): when neither the best latency nor the latest restart's
+  basin improved in the last ``stall_fraction`` × budget measurements (at least ``STALL_MIN``),
+  the next config is a restart (``kick``: the additive model's favourite among untried configs
+  ≥ 2 parameters from every seed, a random config 2-3 parameters from the best, or the two in
+  turn), and the best config found from it leads the seeds.
+
+  2026-12-04 (``benchmarks/bench_search.py``, convolution spaces only; ``docs/SEARCH.md``): the
+  design lowered the geometric mean of the medians at 20 measurements from 1.91 to 1.51 (20
+  seeds; random search 1.65) and at 50 from 1.30 to 1.22, but at 100 raised it from 1.050 to
+  1.056 and cut the seeds within 5 % from 62 % to 50 % (20 seeds), so budgets above 75 keep
+  TPE's own start. Restarts after 10 %, 15 % or 25 % of the budget without improvement (model,
+  random-perturbation, mixed and best-pair kicks) all did worse at 50 and 100 (geomean at 100
+  1.060-1.211 against 1.051; after 40 % 1.052), so they are off by default.
 
   Chosen by measurement (``benchmarks/bench_search.py``, ``docs/BENCHMARKS.md``; six recorded
   convolution spaces, median best/optimum after 100 measurements, 10 and 20 seeds): TPE
@@ -106,6 +124,8 @@ Measure = Callable[[Mapping[str, Any]], Sequence[Any]]
 # 256 configs 0.7 s, 1,296 13 s, 4,096 200 s. Exhaustive searches needing more trials than this
 # (feasible configs plus dead prefixes) draw the feasible configs in a seeded order instead.
 BRUTE_FORCE_LIMIT = 500
+DESIGN_BUDGET_MAX = 75  # budgets up to this start with the space-filling design (measured: see the docstring)
+STALL_MIN = 5  # the fewest measurements without improvement that count as a stall
 
 
 # ------------------------------------------------------------------------------------------
@@ -284,6 +304,7 @@ def run_search(space: SearchSpace, measure: Measure, *, budget: int, study_name:
                default_config: Mapping[str, Any] | None = None, warm_start: Sequence[Mapping[str, Any]] = (),
                explore_fraction: float = 0.3, n_startup_trials: int = 10, local_radius: int | None = None,
                local_top: int = 3, local_niche: int = 2, local_order: str = "mixed", ridge: float = 0.1,
+               design_fraction: float = 0.6, design_max: int = 12, stall_fraction: float | None = None, kick: str = "mixed",
                stale_after_s: float = 3600.0, poll_s: float = 0.05, heartbeat_s: int | None = HEARTBEAT_S
                ) -> SearchResult:
     """Spend up to ``budget`` measurements finding the best config; see the module docstring.
@@ -319,9 +340,14 @@ def run_search(space: SearchSpace, measure: Measure, *, budget: int, study_name:
         else:
             explore_n = max(1, int(round(explore_fraction * budget))) if kind.endswith("+local") else budget
             draws, inner = kind.startswith("random"), make_sampler(kind, seed, n_startup_trials)
+        local = kind.endswith("+local")
+        design_n = (min(design_max, int(round(design_fraction * budget)))
+                    if kind == "tpe+local" and budget <= DESIGN_BUDGET_MAX else 0)
+        explore_n = max(explore_n, design_n) if local else explore_n
+        stall_n = max(STALL_MIN, int(round(stall_fraction * budget))) if local and stall_fraction else None
         base = LocalSearchSampler(space, inner, explore_n=explore_n, feasible=feasible, seed=seed, local_top=local_top,
                                   niche=local_niche, radius=local_radius, order=local_order, ridge=ridge,
-                                  explore_by_draws=draws)
+                                  explore_by_draws=draws, design_n=design_n, stall_n=stall_n, kick=kick)
     store = _storage(storage, heartbeat_s)
     study = optuna.create_study(study_name=study_name, storage=store, direction="minimize", sampler=base,
                                 load_if_exists=True)

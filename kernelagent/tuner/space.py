@@ -154,3 +154,40 @@ class SearchSpace:
                 for j in (idx[p.name] - d, idx[p.name] + d):
                     if 0 <= j < len(p.values):
                         yield {**config, p.name: p.values[j]}
+
+
+def space_filling_design(space: SearchSpace, feasible: Sequence[Config], n: int, rng) -> list[Config]:
+    """``n`` feasible configs spread over the space: a Latin hypercube over the free parameters'
+    ordinal positions (each scaled to [0, 1]), each point mapped to the nearest feasible config
+    not already chosen.
+
+    The hypercube stratifies every parameter (each of ``n`` equal slices of its range gets one
+    point), where ``n`` random draws clump; mapping to the feasible set keeps the design
+    measurable on a space whose feasible part is a small, oddly shaped share of its product.
+    Ties (equally near configs) are broken at random, so different seeds give different designs.
+    """
+    import numpy as np
+
+    free = space.free
+    if n <= 0 or not feasible:
+        return []
+    n = min(n, len(feasible))
+    if not free:
+        return [dict(feasible[0])]
+    pos = {p.name: {v: i / (len(p.values) - 1) for i, v in enumerate(p.values)} for p in free}
+    x = np.array([[pos[p.name][c[p.name]] for p in free] for c in feasible])
+    x += np.array([[rng.random() * 1e-9 for _ in free] for _ in feasible])  # random tie-break
+    cube = np.empty((n, len(free)))
+    for j in range(len(free)):
+        strata = list(range(n))
+        rng.shuffle(strata)
+        cube[:, j] = [(s + rng.random()) / n for s in strata]
+    taken = np.zeros(len(feasible), dtype=bool)
+    out = []
+    for point in cube:
+        d = ((x - point) ** 2).sum(axis=1)
+        d[taken] = np.inf
+        i = int(np.argmin(d))
+        taken[i] = True
+        out.append(dict(feasible[i]))
+    return out
