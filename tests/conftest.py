@@ -36,3 +36,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def isolated_dispatch(monkeypatch, tmp_path):
+    """The library's dispatch with no device injection, the interpreter on, an empty library of
+    this test's own, and fresh caches before and after."""
+    from kernelagent.kernels import _configs, _device, _dispatch
+
+    for var in (_configs.LIBRARY_ENV, _device.DEVICE_NAME_ENV, _device.DEVICE_CC_ENV, _device.SKU_DIR_ENV):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(_dispatch.INTERPRET_ENV, "1")
+    monkeypatch.setenv(_configs.LIBRARY_ENV, str(tmp_path / "library"))
+    _dispatch.clear_caches()
+    yield tmp_path / "library"
+    _dispatch.clear_caches()

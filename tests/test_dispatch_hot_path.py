@@ -8,20 +8,14 @@ import pytest
 import torch
 
 import kernelagent.kernels as K
-from kernelagent.kernels import _configs, _device, _dispatch, _failures
+from kernelagent.kernels import _dispatch, _failures
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    for var in (_configs.LIBRARY_ENV, _device.DEVICE_NAME_ENV, _device.DEVICE_CC_ENV, _device.SKU_DIR_ENV):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv(_dispatch.INTERPRET_ENV, "1")
-    monkeypatch.setenv(_configs.LIBRARY_ENV, str(tmp_path / "library"))
-    _dispatch.clear_caches()
+def _isolated(isolated_dispatch):   # tests/conftest.py
     yield
-    _dispatch.clear_caches()
 
 
 def _count_decisions(monkeypatch) -> list:
