@@ -103,7 +103,7 @@ from ..errors import BadInput
 from .results import _A, ENERGY_LATENCY_SLACK, POLICIES, SearchResult, TrialIndex, _point, pareto_front, select
 from .samplers import SAMPLERS, LocalSearchSampler, _has_set_constraint, make_sampler
 from .space import ENUMERATE_LIMIT, Config, OrderedParam, SearchSpace
-from .storage import HEARTBEAT_S, _storage, default_storage_url, normalize_storage_url, study_name_for
+from .storage import HEARTBEAT_S, _storage, default_storage_url, normalize_storage_url, pid_alive, study_name_for
 
 __all__ = [
     "ENUMERATE_LIMIT", "Measure", "run_search",
@@ -382,7 +382,7 @@ def _fail_orphans(study) -> None:
     host = socket.gethostname()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         h, _, pid = str(t.user_attrs.get(_A + "worker", "")).rpartition(":")
-        if h == host and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if h == host and pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             try:
                 study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             except RuntimeError:  # BruteForceSampler's after_trial stops a finished tree: only optimize may stop
@@ -405,16 +405,6 @@ def _retry_interrupted(study, space: SearchSpace) -> None:
             if config and all(p.name in config for p in space.params):
                 study.enqueue_trial(space.codes(config), user_attrs={_A + "key": key})
                 held.add(key)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _result(search: _Search, study_name: str, kind: str, policy: str) -> SearchResult:

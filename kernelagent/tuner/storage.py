@@ -27,6 +27,17 @@ GRACE_BEATS = 4    # heartbeats missed before a trial's worker counts as dead
 RETRIES = 1        # times a dead worker's trial is run again
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` on this host still exists (a process of another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def default_storage_url() -> str:
     """SQLite under the user cache dir (``$XDG_CACHE_HOME`` or ``~/.cache``)/kernelagent."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kernelagent"

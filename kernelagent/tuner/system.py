@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import BadInput, EnvironmentProblem
+from .storage import pid_alive
 
 DIMENSIONS = {"clocks": "sm_clock_mhz", "power-limit": "power_limit_w"}
 SYSTEM_KEYS = tuple(DIMENSIONS.values())
@@ -287,7 +288,7 @@ def recover_killed_run(nvml, marker_path: Path, *, notes: list[str], index: int 
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise EnvironmentProblem(f"--system: the marker {marker_path} of an earlier run is unreadable ({e}); check the "
                                  "GPU's clocks and power limit (nvidia-smi -q -d CLOCK,POWER), then delete it") from None
-    if host == socket.gethostname() and pid != os.getpid() and _alive(pid):
+    if host == socket.gethostname() and pid != os.getpid() and pid_alive(pid):
         raise EnvironmentProblem(f"--system: another run (pid {pid}) holds this GPU's system settings "
                                  f"({marker_path}); wait for it to finish")
     handle = nvml.nvmlDeviceGetHandleByIndex(int(doc.get("index", index)))
@@ -299,16 +300,6 @@ def recover_killed_run(nvml, marker_path: Path, *, notes: list[str], index: int 
     marker_path.unlink(missing_ok=True)
     notes.append(f"an earlier run (pid {pid}) was killed with the GPU's settings changed; they were restored "
                  f"({manual_restore_hint(saved)})")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class PredictedSystem:
