@@ -330,11 +330,11 @@ def sparse_section(seeds, budget: int, tmp: Path, log) -> list[dict]:
 
 def versions() -> dict:
     out = {"optuna": optuna.__version__, "python": platform.python_version()}
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         out["kernel_tuner"] = version("kernel_tuner")
-    except Exception:
+    except PackageNotFoundError:
         out["kernel_tuner"] = None
     return out
 

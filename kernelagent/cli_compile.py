@@ -54,6 +54,7 @@ def static_report(op: str, sku_id: str, *, dtype: str | None = None, config: dic
     from .harness import compile as hc
     from .harness.predict import PredictError, SandboxedCapture
     from .kernels import _variants, get_opspec, op_names
+    from .kernels._configs import arch_default
     from .kernels.spec import Case
     from .sku import get_sku
 
@@ -68,16 +69,17 @@ def static_report(op: str, sku_id: str, *, dtype: str | None = None, config: dic
     if dtype not in dtypes:
         raise BadInput(f"{op} does not take dtype {dtype!r}; it takes {', '.join(dtypes)}")
     params = dict(case) if case is not None else dict(spec.bench_cases[0])
-    # No --variant: what the library runs on this architecture without an entry (a persistent
-    # grid sized to the SKU's SMs, as dispatch does).
-    arch_default = variant is None and spec.arch_variants.get(sku.arch)
-    variant = variant or spec.arch_variants.get(sku.arch)
+    # No --variant: what the library runs on this architecture without an entry, with the
+    # config dispatch gives it (a persistent grid sized to the SKU's SMs).
+    found = arch_default(op, sku.arch, sku.sm_count) if variant is None else None
+    if found is not None:
+        variant, arch_config = found
+        if config is None and arch_config:
+            config = arch_config
     try:
         v = _variants.get_variant(op, variant)
     except _variants.UnknownVariantError as e:
         raise BadInput(str(e)) from None
-    if arch_default and config is None and "NUM_PROGRAMS" in (v.tuning_space or {}) and sku.sm_count:
-        config = {"NUM_PROGRAMS": int(sku.sm_count)}
     try:
         with torch.device("meta"):   # shapes only: nothing runs
             call = spec.build(Case(params=params, dtype=dtype, seed=0))

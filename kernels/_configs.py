@@ -376,24 +376,35 @@ def arch_of(identity: _device.DeviceIdentity | None) -> str | None:
     return f"sm_{major}{minor}"
 
 
+def arch_default(op: str, arch: str | None, sm_count: int | None) -> tuple[str, dict] | None:
+    """The op's default variant on ``arch`` (``OPSPEC.arch_variants``) and the config it runs
+    with there: the variant's own defaults, but a persistent grid (``NUM_PROGRAMS`` in its
+    tuning space) gets one program per SM of the device (the variant's own default assumes an
+    H100 SXM's 132; an H100 PCIe has 114). None where the op has no default for ``arch``.
+    Dispatch, ``kernelagent compile`` and the tuner's baseline all take it from here."""
+    variant = get_opspec(op).arch_variants.get(arch) if arch else None
+    if variant is None:
+        return None
+    config = {}
+    if "NUM_PROGRAMS" in (_variants.get_variant(op, variant).tuning_space or {}) \
+            and isinstance(sm_count, int) and sm_count > 0:
+        config["NUM_PROGRAMS"] = sm_count
+    return variant, config
+
+
 def default_resolution(op: str, shape_key: Mapping[str, Any], identity: _device.DeviceIdentity | None = None,
-                       arch_default: bool = True) -> Resolution:
+                       use_arch: bool = True) -> Resolution:
     """The default when no library entry answers: the op's arch variant on that architecture
-    (``OPSPEC.arch_variants``, with the variant's own default config: an empty config), else
-    ``kernel.py`` with ``OPSPEC.default_config``."""
-    spec = get_opspec(op)
-    variant = spec.arch_variants.get(arch_of(identity)) if arch_default else None
-    if variant is not None:
-        # A persistent grid's size is the device's SM count where the SKU file knows it (the
-        # variant's own default assumes an H100 SXM's 132; an H100 PCIe has 114).
-        config = {}
-        space = _variants.get_variant(op, variant).tuning_space or {}
-        sku = _device.match_sku(identity.name, identity.compute_capability, strict=False)
-        if "NUM_PROGRAMS" in space and sku and isinstance(sku.get("sm_count"), int) and sku["sm_count"] > 0:
-            config["NUM_PROGRAMS"] = sku["sm_count"]
+    (``arch_default``), else ``kernel.py`` with ``OPSPEC.default_config``."""
+    found = None
+    if use_arch and identity is not None:
+        sku = _device.match_sku(identity.name, identity.compute_capability, strict=False) or {}
+        found = arch_default(op, arch_of(identity), sku.get("sm_count"))
+    if found is not None:
+        variant, config = found
         return Resolution(config, "default", f"variants/{variant}.py default_config ({arch_of(identity)} default)",
                           variant=variant)
-    return Resolution(dict(spec.default_config(dict(shape_key))), "default", "OPSPEC.default_config")
+    return Resolution(dict(get_opspec(op).default_config(dict(shape_key))), "default", "OPSPEC.default_config")
 
 
 def resolve(op: str, dtype: str, shape_key: Mapping[str, Any],

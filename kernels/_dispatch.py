@@ -345,7 +345,7 @@ def _dispatch(op: str, args: tuple, kwargs: dict, key: tuple | None) -> Any:
 def _default_resolution(op: str, args: tuple, kwargs: dict) -> _configs.Resolution:
     """kernel.py with its default config: the fallback when anything else failed."""
     key = opspec(op).shape_key(shape_call(op, args, kwargs))
-    return _configs.default_resolution(op, key, arch_default=False)
+    return _configs.default_resolution(op, key, use_arch=False)
 
 
 def clear_caches() -> None:

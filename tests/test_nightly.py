@@ -2,9 +2,7 @@
 measurements, history, exit codes. Each verification costs ~15 s in the interpreter, so the
 runs are few, limited to softmax and one example, and the tampered-library run is shared."""
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import sqlite3
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import inprocess_cli
 
 from kernelagent.kernels.registry import kernel_path
 
@@ -30,23 +29,8 @@ CONFIG = {"BLOCK_N": 4096, "num_warps": 8}
 
 
 def cli(*args, env_unset=("KERNELAGENT_LIBRARY",)):
-    """`kernelagent …` in this process: (exit code, stdout, stderr)."""
-    from kernelagent.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved_argv, saved_env = sys.argv, {k: os.environ.pop(k) for k in env_unset if k in os.environ}
-    sys.argv = ["kernelagent", *map(str, args)]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main()
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = saved_argv
-        os.environ.update(saved_env)
-    return code, out.getvalue(), err.getvalue()
+    """`kernelagent …` in this process, without the test session's library variable."""
+    return inprocess_cli.cli(*args, env_unset=env_unset)
 
 
 def samples(seed, median, cv, n):

@@ -6,39 +6,19 @@ fronts built by hand."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import re
 import sys
 
 import pytest
+from inprocess_cli import cli
 
 from kernelagent.nightly import plots
 from kernelagent.tuner.report import render
 from kernelagent.tuner.results import visible_front
 
 BOOST_H100 = 1980
-
-
-def cli(*args):
-    """`kernelagent …` in this process: (exit code, stdout, stderr)."""
-    from kernelagent.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    saved = sys.argv
-    sys.argv = ["kernelagent", *map(str, args)]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                main()
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = saved
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

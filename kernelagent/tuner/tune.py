@@ -152,7 +152,7 @@ def _nearest_warm_start(op: str, sku, dtype: str, bucket: dict, library_dir, var
     return [dict(e.config) for e in entries if e]
 
 
-def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, seed: int | None,
+def _objective(backend: str, task: TuneTask, spec, call, sku, recorded, *, seed: int | None,
                energy: bool, session=None, source_path=None, capture=None,
                energy_options: Mapping[str, Any] | None = None) -> Callable[[Mapping[str, Any]], tuple]:
     """measure(config) -> (latency_s | None, energy_j | None, reason[, energy_uncertainty_j]).
@@ -180,8 +180,7 @@ def _objective(backend: str, task: TuneTask, spec, call, sku, replay_path, *, se
     if backend == "replay":
         from .replay import ReplayBackend
 
-        rb = ReplayBackend.from_file(replay_path)
-        return rb.objective
+        return ReplayBackend(recorded).objective
     from ..harness.measure import MeasureError, measure
 
     def on_gpu(config):
@@ -225,6 +224,7 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
     import torch
 
     from ..kernels import get_opspec
+    from ..kernels._configs import arch_default
     from ..kernels.spec import Case
     from ..sku import detect, get_sku
     from .record import write_result
@@ -262,8 +262,12 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tasks = plan(ops, dtypes, max_cases, cases)
-    if backend == "replay":
-        tasks = _replay_tasks(tasks, replay_path, sku.id)
+    recorded = None
+    if backend == "replay":   # the recording, read once for the tasks, the space and the measurements
+        from .replay import load
+
+        recorded = load(replay_path)
+        tasks = _replay_tasks(tasks, recorded, replay_path)
     device = torch.cuda.get_device_name() if backend == "gpu" else (
         f"{sku.name} (predicted: spec sheet + static compile for {sku.arch})" if backend == "model"
         else f"replay of {replay_path.name}")
@@ -286,7 +290,7 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
             default = spec.default_config(_meta_shape_key(spec, task))
             tried = []
             for v in _variants_for(task.op, variant, backend, library_dir):
-                tried.append(_tune_variant(task, v, spec, call, sku, default, backend=backend, replay_path=replay_path,
+                tried.append(_tune_variant(task, v, spec, call, sku, default, backend=backend, recorded=recorded,
                                            seed=seed, policy=policy, trials=trials, storage=storage,
                                            verify_examples=verify_examples, library_dir=library_dir, progress=progress,
                                            energy_options=energy_options, control=control,
@@ -298,15 +302,13 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
             # its default config (measured in kernel.py's own search when it ran, else once on its
             # own), or on an architecture with a default variant (OPSPEC.arch_variants) that variant
             # with its own default config.
-            arch_variant = spec.arch_variants.get(sku.arch) if backend != "replay" else None
+            found = arch_default(task.op, sku.arch, sku.sm_count) if backend != "replay" else None
+            arch_variant, arch_config = found or (None, {})
             baseline = None if arch_variant else next(
                 (t.default_latency_us for t in tried if t.variant == "kernel" and t.default_latency_us), None)
             if baseline is None and backend != "replay":
                 if control:
                     control.apply(start_system)   # the baseline runs at the board's own settings
-                # The arch default's persistent grid is one program per SM, as dispatch sizes it.
-                arch_config = {"NUM_PROGRAMS": int(sku.sm_count)} if arch_variant and "NUM_PROGRAMS" in (
-                    _variant_space(task.op, arch_variant)) else {}
                 baseline = _baseline_us(backend, task, spec, call, sku, arch_config if arch_variant else default,
                                         seed, variant=arch_variant)
             res.default_latency_us = baseline
@@ -318,12 +320,6 @@ def tune(*, sku_id: str, ops: Sequence[str], dtypes: Sequence[str] | None = None
                          library_dir=library_dir, min_predicted_gain=min_predicted_gain)
             results.append(res)
     return results
-
-
-def _variant_space(op: str, name: str) -> dict:
-    from ..kernels import _variants
-
-    return _variants.get_variant(op, name).tuning_space or {}
 
 
 def _variants_for(op: str, name: str | None, backend: str, library_dir) -> list:
@@ -365,7 +361,7 @@ def _energy_options(energy_bound: float | None, cooldown_s: float | None = None)
     return out
 
 
-def _tune_variant(task: TuneTask, v, spec, call, sku, default: dict, *, backend, replay_path, seed, policy, trials,
+def _tune_variant(task: TuneTask, v, spec, call, sku, default: dict, *, backend, recorded, seed, policy, trials,
                   storage, verify_examples, library_dir, progress, energy_options=None, control=None,
                   start_system=None) -> TuneResult:
     """Search one variant's space, then re-verify its best configs in the same candidate session.
@@ -378,14 +374,12 @@ def _tune_variant(task: TuneTask, v, spec, call, sku, default: dict, *, backend,
     from .system import split_config
 
     space = _space_for(v, spec, task)
-    if backend == "replay":
+    if recorded is not None:
         # A recording is searched over what it recorded: a parameter it lacks (one added to the
         # kernel since) keeps the launcher's default instead of being searched blind.
-        from .replay import ReplayBackend
-
-        recorded = ReplayBackend.from_file(replay_path).space.search_space()
-        if {p.name for p in recorded.params} < {p.name for p in space.params}:
-            space = recorded
+        recorded_space = recorded.search_space()
+        if {p.name for p in recorded_space.params} < {p.name for p in space.params}:
+            space = recorded_space
     fits = all(p.name in default and default[p.name] in p.values for p in space.params)
     if control is not None:
         space = _with_system(space, control, start_system or {})
@@ -399,7 +393,7 @@ def _tune_variant(task: TuneTask, v, spec, call, sku, default: dict, *, backend,
         # in a sandbox too, never in this process (the shipped files are the package's own).
         capture = stack.enter_context(SandboxedCapture(source, task.op, filename=v.path.name)) \
             if backend == "model" and v.origin != "shipped" else None
-        objective = _objective(backend, task, spec, call, sku, replay_path, seed=seed, energy=policy != "latency",
+        objective = _objective(backend, task, spec, call, sku, recorded, seed=seed, energy=policy != "latency",
                                session=session, source_path=v.path, capture=capture, energy_options=energy_options)
         done = [0]
 
@@ -489,15 +483,11 @@ def _choose(tried: list[TuneResult], policy: str = "latency") -> TuneResult:
     verified = [t for t in tried if t.verified and t.latency_us is not None]
     if not verified:
         return tried[0]
-    fastest = min(verified, key=lambda t: t.latency_us)
-    if policy == "latency":
-        return fastest
     points = [{"latency_s": t.latency_us * 1e-6, "index": i,
                "energy_j": None if t.energy_uj is None else t.energy_uj * 1e-6,
                "energy_uncertainty_j": None if t.energy_uncertainty_uj is None else t.energy_uncertainty_uj * 1e-6}
               for i, t in enumerate(verified)]
-    picked, _ = select(points, policy)
-    return verified[picked["index"]] if picked is not None else fastest
+    return verified[select(points, policy)[0]["index"]]
 
 
 def _baseline_us(backend: str, task: TuneTask, spec, call, sku, default: dict, seed,
@@ -516,11 +506,9 @@ def _baseline_us(backend: str, task: TuneTask, spec, call, sku, default: dict, s
     return None if latency is None else latency * 1e6
 
 
-def _replay_tasks(tasks: list[TuneTask], path: Path, sku_id: str) -> list[TuneTask]:
-    """The task a project recording covers (its op/dtype/bucket); Kernel Tuner caches have none."""
-    from .replay import load
-
-    space = load(path)
+def _replay_tasks(tasks: list[TuneTask], space, path: Path) -> list[TuneTask]:
+    """The task a project recording (``space``, read from ``path``) covers (its op/dtype/bucket);
+    Kernel Tuner caches have none."""
     meta = getattr(space, "meta", None) or {}
     op, dtype = meta.get("op"), meta.get("dtype")
     if not op:
